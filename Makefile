@@ -1,0 +1,69 @@
+# wsbroadcast: `make run` serves on 127.0.0.1:8000 (embedded broker); `make test` runs every test.
+# Each target installs what it needs first, so both work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-web install-browser fmt lint typecheck test test-py test-web e2e run up down bench all
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the service with its test tools
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+install-web: web/node_modules/.installed ## install the web client's packages (npm ci)
+
+install-browser: ## install Debian's Chromium for the browser test (apt-get, as root)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; }
+
+fmt: install ## format the Python code
+	$(BIN)/ruff format wsbroadcast tests bench
+	$(BIN)/ruff check --fix wsbroadcast tests bench
+
+lint: install ## ruff on the Python code
+	$(BIN)/ruff check wsbroadcast tests bench
+	$(BIN)/ruff format --check wsbroadcast tests bench
+
+typecheck: install ## mypy --strict on the package
+	$(BIN)/mypy
+
+test-py: install ## the Python tests (real servers, real sockets, real redis-server)
+	$(BIN)/pytest
+
+test-web: install-web ## the web client's type check and Jest tests
+	cd web && npm run typecheck && npm test
+
+e2e: install install-web install-browser ## the browser test: Chromium, next start and wsbroadcast
+	cd web && npm run e2e
+
+test: lint typecheck test-py test-web e2e ## everything: lint, types, Python, web and browser tests
+
+run: install ## serve on http://127.0.0.1:8000 with the embedded broker
+	$(BIN)/wsbroadcast
+
+up: ## docker compose: redis, two instances and the web app
+	docker compose up --build
+
+down: ## stop the compose stack
+	docker compose down
+
+bench: install ## the benchmark against the seed design (see bench/README.md)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench
+
+all: test ## the same as make test

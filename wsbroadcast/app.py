@@ -1,0 +1,94 @@
+"""The ASGI app: routes at `/` and `/api/v1`, the lifespan that owns the hub, errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import endpoints, sse
+from .brokers import from_url
+from .errors import ServiceError
+from .hub import Hub
+from .metrics import Metrics
+from .security import RateLimiter
+from .settings import Settings, load_settings
+
+DRAIN_SECONDS = 3.0
+
+
+class RawSend:
+    """Keeps the server's own `send` in the scope for the fan-out.
+
+    Starlette wraps `send` once per layer; the hub writes every frame to every
+    subscriber, so it calls the server's directly. Only plumbing: no logic here.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            scope[endpoints.RAW_SEND] = send
+        await self.app(scope, receive, send)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        WebSocketRoute("/ws", endpoints.Subscribe),
+        Route("/sse", sse.subscribe, methods=["GET"]),
+        Route("/events", endpoints.publish, methods=["POST"]),
+        Route("/events/head", endpoints.head, methods=["GET"]),
+        Route("/healthz", endpoints.healthz, methods=["GET"]),
+        Route("/readyz", endpoints.readyz, methods=["GET"]),
+        Route("/metrics", endpoints.metrics, methods=["GET"]),
+    ]
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The service for `settings` (the defaults when none)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        broker = from_url(settings.broker_url, settings.history_size)
+        hub = Hub(
+            broker,
+            app.state.metrics,
+            client_buffer=settings.client_buffer,
+            max_connections=settings.max_connections,
+            heartbeat_seconds=settings.heartbeat_seconds,
+        )
+        app.state.hub = hub
+        try:
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(hub.run)
+                yield
+                await hub.close_all(DRAIN_SECONDS)
+                tasks.cancel_scope.cancel()
+        finally:
+            await broker.aclose()
+
+    app = Starlette(
+        routes=[*routes(), Mount("/api/v1", routes=routes())],
+        middleware=[Middleware(RawSend)],
+        exception_handlers={ServiceError: endpoints.service_error},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.limiter = RateLimiter(settings.connect_rate)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn wsbroadcast.app:app`: built on first use, from the environment.
+    if name == "app":
+        return create_app(load_settings())
+    raise AttributeError(name)

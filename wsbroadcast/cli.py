@@ -1,0 +1,140 @@
+"""`wsbroadcast`: flags and environment to Settings to a uvicorn server; signals; exit codes."""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+
+from .app import DRAIN_SECONDS, create_app
+from .settings import Settings, SettingsError, load_settings
+
+# A `token=` value (query, cookie), a bearer credential (header, subprotocol), any JWT.
+SECRET_IN_TEXT = re.compile(
+    r"(?P<keep>[a-z_]*token=|bearer[ .])[^&\s\"',;]+|eyJ[\w-]+\.[\w-]+\.[\w-]*", re.IGNORECASE
+)
+
+
+def uvicorn_options() -> dict[str, Any]:
+    """The uvicorn settings the service runs with (the benchmark gives its baseline the same)."""
+    return {
+        "ws": "websockets-sansio",  # sends complete without suspending while the peer reads
+        "ws_per_message_deflate": False,  # compression more than doubles memory per connection
+        "ws_max_size": 4096,  # a client message over 4 KiB: 1009
+        "ws_ping_interval": 20.0,  # pings find a dead peer within a minute
+        "ws_ping_timeout": 20.0,
+        "http": "httptools",
+        "loop": "uvloop",
+        "lifespan": "on",
+    }
+
+
+class Redact(logging.Filter):
+    """Hides tokens and secrets in every record: uvicorn logs a handshake's query string."""
+
+    def __init__(self, secrets: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.secrets = tuple(s for s in secrets if s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = SECRET_IN_TEXT.sub(lambda m: (m["keep"] or "") + "[redacted]", message)
+        for secret in self.secrets:
+            clean = clean.replace(secret, "[redacted]")
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+def log_config(settings: Settings) -> dict[str, Any]:
+    level = settings.log_level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact": {"()": Redact, "secrets": list(settings.secrets())}},
+        "formatters": {
+            "default": {
+                "()": "uvicorn.logging.DefaultFormatter",
+                "fmt": "%(levelprefix)s %(name)s: %(message)s",
+                "use_colors": None,
+            },
+            "access": {
+                "()": "uvicorn.logging.AccessFormatter",
+                "fmt": '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+            },
+        },
+        "handlers": {
+            "default": {"class": "logging.StreamHandler", "formatter": "default",
+                        "stream": "ext://sys.stderr", "filters": ["redact"]},
+            "access": {"class": "logging.StreamHandler", "formatter": "access",
+                       "stream": "ext://sys.stdout", "filters": ["redact"]},
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
+            "uvicorn.error": {"level": level},
+            "uvicorn.access": {"handlers": ["access"], "level": level, "propagate": False},
+            "wsbroadcast": {"handlers": ["default"], "level": level, "propagate": False},
+        },
+    }
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, draining subscribers with 1001 before its own shutdown."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # SIGTERM is how a supervisor asks us to stop: drain and exit 0. uvicorn would
+        # re-raise the signal once stopped, and the process would end with 143.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # stop accepting first, so no one arrives during the drain
+        hub = getattr(self.app.state, "hub", None)
+        if hub is not None:
+            await hub.close_all(DRAIN_SECONDS)
+        await super().shutdown(sockets)
+
+
+def build_server(settings: Settings, app: Starlette | None = None, **overrides: Any) -> Server:
+    app = app or create_app(settings)
+    options = uvicorn_options()
+    options.update(
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=log_config(settings),
+        # The access log would write a line per publish; it stays for debugging.
+        access_log=settings.log_level in ("debug", "trace"),
+        proxy_headers=True,
+        forwarded_allow_ips=list(settings.forwarded_allow_ips),
+        server_header=False,
+        timeout_graceful_shutdown=DRAIN_SECONDS,
+    )
+    options.update(overrides)
+    return Server(uvicorn.Config(app, **options), app)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        settings = load_settings(sys.argv[1:] if argv is None else argv)
+    except SettingsError as exc:
+        print(f"wsbroadcast: {exc}", file=sys.stderr)
+        sys.exit(2)
+    server = build_server(settings)
+    server.run()
+    sys.exit(0 if server.started else 1)

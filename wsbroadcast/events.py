@@ -1,0 +1,241 @@
+"""Events: validate a `POST /events` body into drafts; build each event's frame once.
+
+Pure: no I/O, so the contract's tables test in milliseconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import orjson
+
+from .errors import InvalidBody, InvalidEvent, InvalidJSON, TooLarge
+
+MAX_BATCH = 500
+KNOWN_TYPES = ("blog_update", "comment_update", "system_notification")
+RESERVED_TYPES = frozenset({"heartbeat", "resync"})
+TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+ACTIONS = ("created", "updated", "deleted")
+LEVELS = ("info", "warning", "error")
+EVENT_FIELDS = frozenset({"type", "data", "timestamp"})
+# What each known type requires in `data`: a field and the values it may take
+# (None: any non-empty string). Extra fields pass through untouched.
+REQUIRED: dict[str, tuple[tuple[str, tuple[str, ...] | None], ...]] = {
+    "blog_update": (("post_id", None), ("action", ACTIONS)),
+    "comment_update": (("post_id", None), ("comment_id", None), ("action", ACTIONS)),
+    "system_notification": (("message", None), ("level", LEVELS)),
+}
+
+
+class Position(NamedTuple):
+    """An id parsed: the stream's epoch, then a place in it ordered as (ms, seq)."""
+
+    epoch: str
+    ms: int
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch}:{self.ms}-{self.seq}"
+
+    @property
+    def place(self) -> tuple[int, int]:
+        return (self.ms, self.seq)
+
+    @classmethod
+    def parse(cls, raw: str) -> Position | None:
+        """The position an id names, or None when it is not an id at all."""
+        epoch, sep, place = raw.rpartition(":")
+        ms, dash, seq = place.partition("-")
+        if not (sep and dash and epoch.isalnum() and epoch.isascii()):
+            return None
+        if not (ms.isdigit() and seq.isdigit() and len(ms) < 20 and len(seq) < 20):
+            return None
+        return cls(epoch, int(ms), int(seq))
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A validated event, before the broker gives it an id."""
+
+    type: str
+    data: dict[str, Any]
+    timestamp: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A message as every subscriber receives it, encoded once for all of them.
+
+    Control messages (`heartbeat`, `resync`) have no id and no position.
+    """
+
+    type: str
+    data: Mapping[str, Any] | None
+    timestamp: str
+    id: str | None = None
+    position: Position | None = None
+    post_id: str | None = None
+    frame: str = field(init=False, repr=False)  # the WebSocket text frame
+    message: dict[str, Any] = field(init=False, repr=False)  # the ASGI message for /ws
+    sse: dict[str, Any] = field(init=False, repr=False)  # the ASGI message for /sse
+
+    def __post_init__(self) -> None:
+        envelope: dict[str, Any] = {"type": self.type}
+        if self.id is not None:
+            envelope = {"id": self.id, **envelope}
+        if self.data is not None:
+            envelope["data"] = self.data
+        envelope["timestamp"] = self.timestamp
+        frame = orjson.dumps(envelope).decode()
+        if self.type == "heartbeat":  # a comment line: EventSource ignores it, proxies see traffic
+            record = b": heartbeat " + self.timestamp.encode() + b"\n\n"
+        else:
+            record = b"data: " + frame.encode() + b"\n\n"
+            if self.id is not None:
+                record = b"id: " + self.id.encode() + b"\n" + record
+        object.__setattr__(self, "frame", frame)
+        object.__setattr__(self, "message", {"type": "websocket.send", "text": frame})
+        object.__setattr__(
+            self, "sse", {"type": "http.response.body", "body": record, "more_body": True}
+        )
+
+    @property
+    def is_control(self) -> bool:
+        return self.id is None
+
+
+def make_event(draft: Draft, position: Position) -> Event:
+    post_id = draft.data.get("post_id")
+    return Event(
+        type=draft.type,
+        data=draft.data,
+        timestamp=draft.timestamp,
+        id=str(position),
+        position=position,
+        post_id=post_id if isinstance(post_id, str) else None,
+    )
+
+
+def heartbeat() -> Event:
+    return Event(type="heartbeat", data=None, timestamp=now_timestamp())
+
+
+def resync(head: str, reason: str = "history_expired") -> Event:
+    return Event(type="resync", data={"reason": reason, "head": head}, timestamp=now_timestamp())
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC as `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`, fractions kept."""
+    moment = moment.astimezone(UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}"
+    return text + "Z"
+
+
+def now_timestamp() -> str:
+    return format_timestamp(datetime.now(UTC))
+
+
+def loads(body: bytes) -> Any:
+    """Strict JSON: NaN, Infinity, invalid UTF-8 and absurd nesting are refused."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"body is not valid JSON: {exc}") from None
+
+
+def parse_batch(body: bytes, *, strict_types: bool = True, now: str | None = None) -> list[Draft]:
+    """Validate a body holding one event or an array of them; all or nothing."""
+    document = loads(body)
+    stamp = now or now_timestamp()
+    if isinstance(document, dict):
+        return [parse_event(document, "", strict_types=strict_types, now=stamp)]
+    if not isinstance(document, list):
+        raise InvalidBody("body must be an event object or an array of event objects")
+    if not document:
+        raise InvalidBody("body is an empty array: send 1 to 500 events")
+    if len(document) > MAX_BATCH:
+        raise TooLarge(f"batch of {len(document)} events is over the limit of {MAX_BATCH}")
+    for index, item in enumerate(document):
+        if not isinstance(item, dict):
+            raise InvalidBody(f"events[{index}]: must be an object")
+    return [
+        parse_event(item, f"events[{index}].", strict_types=strict_types, now=stamp)
+        for index, item in enumerate(document)
+    ]
+
+
+def parse_event(
+    raw: dict[str, Any], where: str = "", *, strict_types: bool = True, now: str | None = None
+) -> Draft:
+    """Validate one event object; `where` prefixes every place named in an error."""
+    for name in raw:
+        if name not in EVENT_FIELDS:
+            raise InvalidEvent(
+                f"{where}{name}: unknown field (an event has only type, data and timestamp)"
+            )
+    kind = _check_type(raw.get("type"), where, strict_types)
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"{where}data: must be an object")
+    for name, allowed in REQUIRED.get(kind, ()):
+        value = data.get(name)
+        if allowed is None:
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidEvent(f"{where}data.{name}: must be a non-empty string")
+        elif value not in allowed:
+            raise InvalidEvent(f"{where}data.{name}: must be one of {', '.join(allowed)}")
+    timestamp = raw.get("timestamp")
+    if timestamp is None:
+        stamp = now or now_timestamp()
+    else:
+        stamp = _check_timestamp(timestamp, where)
+    return Draft(type=kind, data=data, timestamp=stamp)
+
+
+def _check_type(kind: object, where: str, strict_types: bool) -> str:
+    if kind is None:
+        raise InvalidEvent(f"{where}type: is required")
+    if not isinstance(kind, str):
+        raise InvalidEvent(f"{where}type: must be a string")
+    if kind in RESERVED_TYPES:
+        raise InvalidEvent(f"{where}type: {kind!r} is reserved for the service")
+    if kind in REQUIRED:
+        return kind
+    if strict_types:
+        raise InvalidEvent(
+            f"{where}type: unknown type {kind[:64]!r} (known: {', '.join(KNOWN_TYPES)})"
+        )
+    if not TYPE_PATTERN.fullmatch(kind):
+        raise InvalidEvent(f"{where}type: must match ^[a-z][a-z0-9_.-]{{0,63}}$")
+    return kind
+
+
+def _check_timestamp(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{where}timestamp: must be an ISO 8601 string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent(
+            f"{where}timestamp: {value[:40]!r} is not an ISO 8601 time"
+        ) from None
+    if moment.tzinfo is None:  # no offset: taken as UTC
+        moment = moment.replace(tzinfo=UTC)
+    return format_timestamp(moment)
+
+
+def parse_filter_types(raw: str) -> frozenset[str]:
+    """`types=a,b` into a set; ValueError names the first that cannot be a type."""
+    names = frozenset(n.strip() for n in raw.split(",") if n.strip())
+    for name in names:
+        if not TYPE_PATTERN.fullmatch(name):
+            raise ValueError(f"types: {name[:64]!r} cannot be an event type")
+    if not names:
+        raise ValueError("types: names no type")
+    return names

@@ -1,0 +1,363 @@
+"""The hub: subscriptions, fan-out and resume (history first, then live).
+
+It knows subscribers and their buffers, nothing of HTTP or Redis: a subscriber is an
+ASGI `send` and the message of an event to give it.
+
+Fan-out writes each frame straight through the server's `send` while a subscriber keeps
+up: an ASGI send to a client that is reading completes without suspending, so the hub
+steps it once and moves on. Only when a send would suspend (the client's socket buffer
+is full) does that subscriber get its own bounded buffer, drained by its own writer.
+The hub never awaits a subscriber.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from anyio.lowlevel import checkpoint
+
+from . import events
+from .brokers import Appended, Broker, NewEpoch
+from .errors import CloseCode, Refused, Unavailable
+from .events import Draft, Event, Position
+from .metrics import Metrics
+
+logger = logging.getLogger("wsbroadcast.hub")
+
+Message = dict[str, Any]
+Send = Callable[[Message], Coroutine[Any, Any, None]]
+REPLAY_CHUNK = 100  # events read from history at a time during a resume
+STALL_SECONDS = 5.0  # one write stalled this long closes the subscriber with 1013
+
+
+class _Resume:
+    """The rest of a send that suspended in the hub, finished by the subscriber's writer."""
+
+    __slots__ = ("coro", "waiting")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+        self.coro = coro
+        self.waiting = waiting  # the future the send is blocked on
+
+    def __await__(self) -> Generator[Any, None, None]:
+        # Hand the future to the awaiting task; once it is done, carry the send on there.
+        yield self.waiting
+        yield from self.coro.__await__()
+
+
+class Subscription:
+    """One subscriber: its filters, its bounded buffer and its writer."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        send: Send,
+        pick: Callable[[Event], Message],
+        *,
+        types: frozenset[str] | None = None,
+        post_id: str | None = None,
+        expires_at: float | None = None,
+    ) -> None:
+        self._hub = hub
+        self._send = send
+        self._pick = pick
+        self._types = types
+        self._post_id = post_id
+        self._filtered = types is not None or post_id is not None
+        self._expires_at = expires_at  # wall-clock time the subscriber's token expires
+        self._buffer_size = hub.client_buffer
+        self._outbox, self._inbox = anyio.create_memory_object_stream[Event | _Resume](
+            self._buffer_size
+        )
+        self.idle = False  # True while the writer waits with nothing to do
+        self.replaying = True  # live events wait in `pending` until history is sent
+        self.pending: list[Event] = []
+        self.lagging = False  # `pending` overflowed during replay: read more history
+        self.close_code: CloseCode | None = None
+        self._wake = anyio.Event()  # set to rouse the writer while it is idle
+        self.last_sent = anyio.current_time()
+
+    def wants(self, event: Event) -> bool:
+        if event.id is None:  # control messages pass every filter
+            return True
+        if self._types is not None and event.type not in self._types:
+            return False
+        return self._post_id is None or event.post_id is None or event.post_id == self._post_id
+
+    def offer(self, event: Event, now: float) -> bool:
+        """Deliver now, or buffer; never blocks. True when the frame was written."""
+        if self._filtered and not self.wants(event):
+            return False
+        if self.idle:
+            coro = self._send(self._pick(event))
+            try:
+                waiting = coro.send(None)
+            except StopIteration:
+                self.last_sent = now
+                return True
+            except OSError:  # the peer is gone: its receive loop sees the disconnect
+                self.close(None)
+                return False
+            self.idle = False
+            self._outbox.send_nowait(_Resume(coro, waiting))
+            self._wake.set()
+        elif self.replaying:
+            if len(self.pending) < self._buffer_size:
+                self.pending.append(event)
+            else:  # history still has them: the replay reads further instead
+                self.pending.clear()
+                self.lagging = True
+        else:
+            try:
+                self._outbox.send_nowait(event)
+            except anyio.WouldBlock:
+                self.close(CloseCode.TOO_SLOW)
+            except anyio.ClosedResourceError:
+                pass
+        return False
+
+    def close(self, code: CloseCode | None) -> None:
+        """Stop delivering; the writer returns `code` (None: the peer left)."""
+        if self.close_code is None:
+            self.close_code = code
+        self._hub.discard(self)
+        self._outbox.close()
+        self._wake.set()
+
+    async def run(self, since: str | None) -> CloseCode | None:
+        """Replay after `since`, then write live events until closed; the close code."""
+        try:
+            if since is not None:
+                await self._replay(since)
+            else:
+                self._go_live(None)
+            await self._pump()
+        except TimeoutError:
+            self.close(CloseCode.TOO_SLOW)
+        except OSError:
+            self.close(None)
+        finally:
+            self.close(self.close_code)
+            self._discard_leftovers()
+        return self.close_code
+
+    async def _replay(self, since: str) -> None:
+        broker = self._hub.broker
+        position = Position.parse(since)
+        batch = await broker.read_after(position, REPLAY_CHUNK) if position else None
+        if batch is not None:
+            self._hub.metrics.resumes.labels("replayed").inc()
+        while self.close_code is None:
+            if batch is None:  # not in history (or expired while we replayed): resync
+                position = await self._resync()
+                batch = []
+            for event in batch:
+                if self.wants(event):
+                    await self._write(event)
+                position = event.position
+            if position is None or (len(batch) < REPLAY_CHUNK and not self.lagging):
+                break  # caught up: every later event is in `pending` or yet to come
+            self.lagging = False
+            batch = await broker.read_after(position, REPLAY_CHUNK)
+        self._go_live(position)
+
+    async def _resync(self) -> Position | None:
+        head = await self._hub.broker.head()
+        self._hub.metrics.resumes.labels("resync").inc()
+        await self._write(events.resync(head))
+        return Position.parse(head)
+
+    def _go_live(self, position: Position | None) -> None:
+        """From here on the hub delivers; pass on the live events newer than `position`."""
+        self.replaying = False
+        pending, self.pending = self.pending, []
+        for event in pending:
+            if position is None or _newer(event, position):
+                self._outbox.send_nowait(event)  # pending never holds more than the buffer
+
+    async def _pump(self) -> None:
+        # Items stay in the buffer until taken with receive_nowait(): waiting on `_wake`
+        # instead of receive() means a timeout can never lose one.
+        while self.close_code is None:
+            try:
+                item = self._inbox.receive_nowait()
+            except anyio.WouldBlock:
+                pass
+            except anyio.EndOfStream:
+                return
+            else:
+                await self._write(item)
+                continue
+            self._wake = anyio.Event()
+            self.idle = True
+            with anyio.move_on_after(self._quiet_left()) as quiet:
+                await self._wake.wait()
+            self.idle = False
+            if not quiet.cancelled_caught:
+                continue
+            if self._expires_at is not None and self._expires_at <= time.time():
+                self.close(CloseCode.UNAUTHORIZED)
+            elif anyio.current_time() - self.last_sent >= self._hub.heartbeat_seconds:
+                await self._write(events.heartbeat())
+
+    def _quiet_left(self) -> float:
+        """Seconds until a heartbeat is due or the token expires."""
+        left = math.inf
+        if self._hub.heartbeat_seconds:
+            left = self.last_sent + self._hub.heartbeat_seconds - anyio.current_time()
+        if self._expires_at is not None:
+            left = min(left, self._expires_at - time.time())
+        return max(left, 0.0)
+
+    async def _write(self, item: Event | _Resume) -> None:
+        if self.close_code is not None:
+            return
+        with anyio.fail_after(STALL_SECONDS):
+            if isinstance(item, _Resume):
+                await item
+            else:
+                await self._send(self._pick(item))
+        self.last_sent = anyio.current_time()
+        self._hub.metrics.messages_sent.inc()
+
+    def _discard_leftovers(self) -> None:
+        while True:
+            try:
+                item = self._inbox.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+            if isinstance(item, _Resume):
+                item.coro.close()
+        self._inbox.close()
+
+
+def _newer(event: Event, position: Position) -> bool:
+    if event.position is None or event.position.epoch != position.epoch:
+        return True
+    return event.position.place > position.place
+
+
+class Place:
+    """A subscriber's place under the connection limit, until released."""
+
+    def __init__(self, hub: Hub, transport: str) -> None:
+        self._hub: Hub | None = hub
+        self._transport = transport
+        hub.connections += 1
+        hub.metrics.connections.labels(transport).inc()
+
+    def release(self) -> None:
+        if self._hub is not None:
+            self._hub._release(self._transport)
+            self._hub = None
+
+
+class Hub:
+    """Fans every event from the broker out to every local subscriber."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        metrics: Metrics,
+        *,
+        client_buffer: int,
+        max_connections: int,
+        heartbeat_seconds: float,
+    ) -> None:
+        self.broker = broker
+        self.metrics = metrics
+        self.client_buffer = client_buffer
+        self.max_connections = max_connections
+        self.heartbeat_seconds = heartbeat_seconds
+        self._subscribers: set[Subscription] = set()
+        self._accepted: dict[str, float] = {}  # last id of a local POST -> accepted at
+        self.connections = 0
+        self.closing = False
+        self._drained = anyio.Event()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The broadcaster: read the broker's tail and fan every event out, in id order."""
+        task_status.started()
+        async for batch in self.broker.tail():
+            if isinstance(batch, NewEpoch):
+                logger.warning("the stream was lost; new epoch at %s", batch.head)
+                self._fan_out(events.resync(batch.head, reason="history_expired"))
+                continue
+            for event in batch:
+                self._fan_out(event)
+                await checkpoint()  # a large batch must not starve the rest of the server
+            accepted = self._accepted.pop(batch[-1].id or "", None)
+            if accepted is not None:
+                self.metrics.publish_seconds.observe(anyio.current_time() - accepted)
+
+    def _fan_out(self, event: Event) -> None:
+        now = anyio.current_time()
+        sent = 0
+        for subscription in self._subscribers:
+            sent += subscription.offer(event, now)
+        if sent:
+            self.metrics.messages_sent.inc(sent)
+
+    async def publish(self, drafts: list[Draft], key: str | None) -> Appended:
+        accepted = anyio.current_time()
+        appended = await self.broker.append(drafts, key)
+        if not appended.repeated:
+            self._accepted[appended.ids[-1]] = accepted
+            self.metrics.events_published.inc(len(appended.ids))
+        return appended
+
+    def admit(self, transport: str) -> Place:
+        """Take a place under the connection limit, shared by both transports."""
+        if self.closing:
+            raise Refused(
+                CloseCode.GOING_AWAY, "server shutting down", Unavailable("shutting down")
+            )
+        if self.connections >= self.max_connections:
+            raise Refused(
+                CloseCode.TOO_SLOW,
+                "at the connection limit",
+                Unavailable("at the connection limit; retry shortly"),
+            )
+        return Place(self, transport)
+
+    def _release(self, transport: str) -> None:
+        self.connections -= 1
+        self.metrics.connections.labels(transport).dec()
+        if self.closing and not self.connections:
+            self._drained.set()
+
+    def subscribe(
+        self,
+        send: Send,
+        pick: Callable[[Event], Message],
+        *,
+        types: frozenset[str] | None = None,
+        post_id: str | None = None,
+        expires_at: float | None = None,
+    ) -> Subscription:
+        """Register a subscriber; it buffers live events until its `run` replays history."""
+        subscription = Subscription(
+            self, send, pick, types=types, post_id=post_id, expires_at=expires_at
+        )
+        self._subscribers.add(subscription)
+        if self.closing:
+            subscription.close(CloseCode.GOING_AWAY)
+        return subscription
+
+    def discard(self, subscription: Subscription) -> None:
+        self._subscribers.discard(subscription)
+
+    async def close_all(self, within: float) -> None:
+        """Shut down: close every subscriber with 1001 and wait, at most `within` s, for them."""
+        self.closing = True
+        for subscription in list(self._subscribers):
+            subscription.close(CloseCode.GOING_AWAY)
+        if self.connections:
+            with anyio.move_on_after(within):
+                await self._drained.wait()

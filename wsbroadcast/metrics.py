@@ -1,0 +1,52 @@
+"""Prometheus metrics, on the app's own registry so two apps in one process never clash."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.connections = Gauge(
+            "wsb_connections",
+            "Subscribers connected now, by transport.",
+            ["transport"],
+            registry=self.registry,
+        )
+        self.events_published = Counter(
+            "wsb_events_published", "Events accepted by POST /events.", registry=self.registry
+        )
+        self.messages_sent = Counter(
+            "wsb_messages_sent",
+            "WebSocket frames and SSE events delivered, control messages included.",
+            registry=self.registry,
+        )
+        self.disconnects = Counter(
+            "wsb_disconnects",
+            "Subscriptions ended, by close code: refusals and client closes included.",
+            ["code"],
+            registry=self.registry,
+        )
+        self.resumes = Counter(
+            "wsb_resumes",
+            "Subscriptions with `since`, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.publish_seconds = Histogram(
+            "wsb_publish_seconds",
+            "From a POST accepted to its events handed to every local subscriber.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        for transport in ("ws", "sse"):
+            self.connections.labels(transport)
+        for outcome in ("replayed", "resync"):
+            self.resumes.labels(outcome)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,118 @@
+"""`GET /sse`: the same stream as Server-Sent Events, for networks that block WebSocket."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import operator
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from .endpoints import (
+    CLOSE_SECONDS,
+    RAW_SEND,
+    Admission,
+    admit,
+    client_address,
+    cut,
+    error_response,
+)
+from .errors import CloseCode, Refused
+from .hub import Hub, Place
+from .hub import Send as HubSend
+from .security import origin_allowed
+from .settings import Settings
+
+logger = logging.getLogger("wsbroadcast")
+
+RETRY_MS = 3000  # EventSource's reconnect delay: a little jitter-free pause is fine here
+
+
+def cors_headers(origin: str | None, settings: Settings) -> dict[str, str]:
+    """CORS for an allowed browser origin only; `Vary` so caches keep them apart."""
+    headers = {"Vary": "Origin"}
+    if origin and origin != "null" and origin_allowed(origin, settings.allowed_origins):
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Allow-Credentials"] = "true"
+    return headers
+
+
+async def subscribe(request: Request) -> Response | EventStream:
+    settings: Settings = request.app.state.settings
+    hub: Hub = request.app.state.hub
+    cors = cors_headers(request.headers.get("origin"), settings)
+    if request.method == "OPTIONS":  # preflight for a fetch-based client sending a header
+        return Response(status_code=204, headers={
+            **cors,
+            "Access-Control-Allow-Methods": "GET",
+            "Access-Control-Allow-Headers": "Authorization, Last-Event-ID, Cache-Control",
+            "Access-Control-Max-Age": "600",
+        })
+    try:
+        admission = admit(request)
+        place = hub.admit("sse")
+    except Refused as refusal:
+        request.app.state.metrics.disconnects.labels(str(refusal.code)).inc()
+        logger.warning("sse subscriber %s refused: %d %s", client_address(request),
+                       refusal.http_error.status, refusal.reason)
+        response = error_response(refusal.http_error)
+        response.headers.update(cors)
+        return response
+    # The browser's own resume header wins over `since`.
+    since = request.headers.get("last-event-id") or admission.since
+    return EventStream(hub, admission, since, place, cors)
+
+
+class EventStream:
+    """An ASGI response that lives as long as the subscription."""
+
+    def __init__(
+        self, hub: Hub, admission: Admission, since: str | None, place: Place,
+        cors: dict[str, str],
+    ) -> None:
+        self.hub = hub
+        self.admission = admission
+        self.since = since
+        self.place = place
+        self.headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache, no-transform"),
+            (b"x-accel-buffering", b"no"),  # nginx: do not buffer the stream
+            *((k.lower().encode(), v.encode()) for k, v in cors.items()),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw: HubSend = scope.get(RAW_SEND) or send  # type: ignore[assignment]
+        code: int | None = None
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+            await send({"type": "http.response.body", "body": f"retry: {RETRY_MS}\n\n".encode(),
+                        "more_body": True})
+            subscription = self.hub.subscribe(
+                raw,
+                operator.attrgetter("sse"),
+                types=self.admission.types,
+                post_id=self.admission.post_id,
+                expires_at=self.admission.expires_at,
+            )
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_until_disconnect, receive, tasks.cancel_scope)
+                code = await subscription.run(self.since)
+                tasks.cancel_scope.cancel()
+            with anyio.move_on_after(CLOSE_SECONDS) as stalled, contextlib.suppress(OSError):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if stalled.cancelled_caught:
+                cut(raw)
+        finally:
+            self.place.release()
+            label = str(code if code is not None else CloseCode.NORMAL)
+            self.hub.metrics.disconnects.labels(label).inc()
+
+
+async def _until_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
