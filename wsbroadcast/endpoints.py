@@ -33,6 +33,7 @@ logger = logging.getLogger("wsbroadcast")
 
 RAW_SEND = "wsbroadcast.send"  # scope key: the server's own `send`, kept by `RawSend`
 CLOSE_SECONDS = 2.0  # a close frame that cannot get out in this long: cut the connection
+DRAIN_BYTES = 1 << 20  # read and dropped past the body limit before answering 413
 MAX_KEY_LENGTH = 256
 MAX_PARAM_LENGTH = 256
 
@@ -52,8 +53,14 @@ def error_response(error: ServiceError) -> JSONResponse:
 
 async def service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
-    logger.warning("%s %s refused: %d %s: %s", request.method, request.url.path,
-                   exc.status, exc.code, exc.detail)
+    logger.warning(
+        "%s %s refused: %d %s: %s",
+        request.method,
+        request.url.path,
+        exc.status,
+        exc.code,
+        exc.detail,
+    )
     return error_response(exc)
 
 
@@ -66,17 +73,24 @@ def _is_json(content_type: str) -> bool:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes `limit` bytes: never read whole."""
+    """The body, refused with 413 once it passes `limit` bytes: never read whole.
+
+    Past the limit, up to DRAIN_BYTES more are read and dropped so that a client that
+    writes its whole body before reading gets the 413 rather than a reset connection.
+    """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdigit() and int(declared) > limit + DRAIN_BYTES:
         raise TooLarge(f"body of {declared} bytes is over the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+        if size > limit + DRAIN_BYTES:
+            break
+        if size <= limit:
+            chunks.append(chunk)
+    if size > limit:
+        raise TooLarge(f"body is over the limit of {limit} bytes")
     return b"".join(chunks)
 
 
@@ -97,7 +111,7 @@ async def publish(request: Request) -> Response:
     if not _is_json(request.headers.get("content-type", "")):
         raise UnsupportedMediaType(
             "content type must be application/json; with curl, use "
-            "curl --json '{\"type\": ..., \"data\": {...}}' URL"
+            'curl --json \'{"type": ..., "data": {...}}\' URL'
         )
     dry_run = _flag(request, "dry_run")
     key = request.headers.get("idempotency-key")
@@ -108,8 +122,9 @@ async def publish(request: Request) -> Response:
     if dry_run:
         return JSONResponse({"ids": []}, 200)
     appended = await hub.publish(drafts, key)
-    logger.debug("published %d event(s)%s", len(appended.ids),
-                 " (repeated key)" if appended.repeated else "")
+    logger.debug(
+        "published %d event(s)%s", len(appended.ids), " (repeated key)" if appended.repeated else ""
+    )
     return JSONResponse({"ids": appended.ids}, 202)
 
 
@@ -221,8 +236,12 @@ class Subscribe(WebSocketEndpoint):
             with contextlib.suppress(WebSocketDisconnect, OSError):
                 await websocket.accept(subprotocol)
                 await websocket.close(refusal.code, refusal.reason)
-            logger.warning("subscriber %s refused: %d %s", client_address(websocket),
-                           refusal.code, refusal.reason)
+            logger.warning(
+                "subscriber %s refused: %d %s",
+                client_address(websocket),
+                refusal.code,
+                refusal.reason,
+            )
             return
         await websocket.accept(subprotocol)
         logger.debug("subscriber %s connected", client_address(websocket))
@@ -254,4 +273,3 @@ class Subscribe(WebSocketEndpoint):
         code = self.code if self.code != CloseCode.NORMAL else close_code
         websocket.app.state.metrics.disconnects.labels(str(code)).inc()
         logger.debug("subscriber %s gone: %d", client_address(websocket), code)
-

@@ -50,6 +50,10 @@ class Forbidden(ServiceError):
 class TooLarge(ServiceError):
     status, code = 413, "too_large"
 
+    def __init__(self, detail: str) -> None:
+        # Close the connection: the rest of the body is never read.
+        super().__init__(detail, {"Connection": "close"})
+
 
 class UnsupportedMediaType(ServiceError):
     status, code = 415, "unsupported_media_type"

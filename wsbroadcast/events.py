@@ -222,9 +222,7 @@ def _check_timestamp(value: object, where: str) -> str:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidEvent(
-            f"{where}timestamp: {value[:40]!r} is not an ISO 8601 time"
-        ) from None
+        raise InvalidEvent(f"{where}timestamp: {value[:40]!r} is not an ISO 8601 time") from None
     if moment.tzinfo is None:  # no offset: taken as UTC
         moment = moment.replace(tzinfo=UTC)
     return format_timestamp(moment)

@@ -80,6 +80,7 @@ class Subscription:
         self.pending: list[Event] = []
         self.lagging = False  # `pending` overflowed during replay: read more history
         self.close_code: CloseCode | None = None
+        self._replayed_to: Position | None = None  # the last id the replay sent
         self._wake = anyio.Event()  # set to rouse the writer while it is idle
         self.last_sent = anyio.current_time()
 
@@ -94,6 +95,12 @@ class Subscription:
         """Deliver now, or buffer; never blocks. True when the frame was written."""
         if self._filtered and not self.wants(event):
             return False
+        if self._replayed_to is not None:
+            # Events appended before the replay read them may still be on their way
+            # through the hub: pass only those newer than the last replayed.
+            if not _newer(event, self._replayed_to):
+                return False
+            self._replayed_to = None
         if self.idle:
             coro = self._send(self._pick(event))
             try:
@@ -176,9 +183,11 @@ class Subscription:
     def _go_live(self, position: Position | None) -> None:
         """From here on the hub delivers; pass on the live events newer than `position`."""
         self.replaying = False
+        self._replayed_to = position
         pending, self.pending = self.pending, []
         for event in pending:
             if position is None or _newer(event, position):
+                self._replayed_to = None
                 self._outbox.send_nowait(event)  # pending never holds more than the buffer
 
     async def _pump(self) -> None:

@@ -198,8 +198,10 @@ def load_settings(
     """Build Settings from flags, then the environment, then `.env`; raise SettingsError."""
     flags = vars(argument_parser().parse_args(list(argv)))
     # starlette's Config reads the environment first, then the file.
-    config = Config(env_file if env_file and os.path.isfile(env_file) else None,
-                    environ=os.environ if environ is None else environ)
+    config = Config(
+        env_file if env_file and os.path.isfile(env_file) else None,
+        environ=os.environ if environ is None else environ,
+    )
     values: dict[str, Any] = {}
     for field, env_name in env_names().items():
         if flags.get(field) is not None:

@@ -45,19 +45,26 @@ async def subscribe(request: Request) -> Response | EventStream:
     hub: Hub = request.app.state.hub
     cors = cors_headers(request.headers.get("origin"), settings)
     if request.method == "OPTIONS":  # preflight for a fetch-based client sending a header
-        return Response(status_code=204, headers={
-            **cors,
-            "Access-Control-Allow-Methods": "GET",
-            "Access-Control-Allow-Headers": "Authorization, Last-Event-ID, Cache-Control",
-            "Access-Control-Max-Age": "600",
-        })
+        return Response(
+            status_code=204,
+            headers={
+                **cors,
+                "Access-Control-Allow-Methods": "GET",
+                "Access-Control-Allow-Headers": "Authorization, Last-Event-ID, Cache-Control",
+                "Access-Control-Max-Age": "600",
+            },
+        )
     try:
         admission = admit(request)
         place = hub.admit("sse")
     except Refused as refusal:
         request.app.state.metrics.disconnects.labels(str(refusal.code)).inc()
-        logger.warning("sse subscriber %s refused: %d %s", client_address(request),
-                       refusal.http_error.status, refusal.reason)
+        logger.warning(
+            "sse subscriber %s refused: %d %s",
+            client_address(request),
+            refusal.http_error.status,
+            refusal.reason,
+        )
         response = error_response(refusal.http_error)
         response.headers.update(cors)
         return response
@@ -70,7 +77,11 @@ class EventStream:
     """An ASGI response that lives as long as the subscription."""
 
     def __init__(
-        self, hub: Hub, admission: Admission, since: str | None, place: Place,
+        self,
+        hub: Hub,
+        admission: Admission,
+        since: str | None,
+        place: Place,
         cors: dict[str, str],
     ) -> None:
         self.hub = hub
@@ -89,8 +100,13 @@ class EventStream:
         code: int | None = None
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-            await send({"type": "http.response.body", "body": f"retry: {RETRY_MS}\n\n".encode(),
-                        "more_body": True})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": f"retry: {RETRY_MS}\n\n".encode(),
+                    "more_body": True,
+                }
+            )
             subscription = self.hub.subscribe(
                 raw,
                 operator.attrgetter("sse"),
