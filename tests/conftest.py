@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any
 
@@ -101,6 +101,13 @@ class Service:
 
     async def metrics(self) -> str:
         return (await self.http.get("/metrics")).text
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10) -> None:
+    """Wait, with a bound, for a condition only observable from outside (a metric, say)."""
+    with within(seconds):
+        while not await check():
+            await anyio.sleep(0.05)
 
 
 async def receive(ws: ClientConnection, seconds: float = 5) -> dict[str, Any]:
@@ -202,11 +209,11 @@ class RawClient:
         return cls(sock)
 
     async def read_to_end(self, seconds: float = 15) -> bytes:
-        """Everything the server still sends, until it closes or resets the connection."""
+        """What the server still sends, up to its close frame, a cut, or its EOF."""
         loop = asyncio.get_running_loop()
         data = bytearray()
         with within(seconds):
-            while True:
+            while not _ends_in_close_frame(data):
                 try:
                     chunk = await loop.sock_recv(self.sock, 65536)
                 except ConnectionResetError:
@@ -216,6 +223,24 @@ class RawClient:
                 data += chunk
         self.sock.close()
         return bytes(data)
+
+
+def _ends_in_close_frame(data: bytes | bytearray) -> bool:
+    """Walk the server's (unmasked) frames: True once a whole close frame is in."""
+    at = 0
+    while at + 2 <= len(data):
+        opcode, length = data[at] & 0x0F, data[at + 1] & 0x7F
+        header = 2
+        if length == 126:
+            header, length = 4, int.from_bytes(data[at + 2 : at + 4], "big")
+        elif length == 127:
+            header, length = 10, int.from_bytes(data[at + 2 : at + 10], "big")
+        if at + header + length > len(data):
+            return False
+        if opcode == 0x8:
+            return True
+        at += header + length
+    return False
 
 
 def close_frame(code: int) -> bytes:

@@ -111,6 +111,10 @@ class Subscription:
             except OSError:  # the peer is gone: its receive loop sees the disconnect
                 self.close(None)
                 return False
+            except Exception:  # one broken connection must never stop the broadcaster
+                logger.exception("dropping a subscriber whose send failed")
+                self.close(None)
+                return False
             self.idle = False
             self._outbox.send_nowait(_Resume(coro, waiting))
             self._wake.set()
@@ -308,7 +312,8 @@ class Hub:
     def _fan_out(self, event: Event) -> None:
         now = anyio.current_time()
         sent = 0
-        for subscription in self._subscribers:
+        # A snapshot: a subscriber closed for overflow leaves the set during the loop.
+        for subscription in tuple(self._subscribers):
             sent += subscription.offer(event, now)
         if sent:
             self.metrics.messages_sent.inc(sent)
