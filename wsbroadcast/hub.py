@@ -81,6 +81,7 @@ class Subscription:
         self.lagging = False  # `pending` overflowed during replay: read more history
         self.close_code: CloseCode | None = None
         self._replayed_to: Position | None = None  # the last id the replay sent
+        self._writing: anyio.CancelScope | None = None  # the write in progress
         self._wake = anyio.Event()  # set to rouse the writer while it is idle
         self.last_sent = anyio.current_time()
 
@@ -140,6 +141,8 @@ class Subscription:
         self._hub.discard(self)
         self._outbox.close()
         self._wake.set()
+        if self._writing is not None:
+            self._writing.cancel()  # a stalled write must not hold up the close
 
     async def run(self, since: str | None) -> CloseCode | None:
         """Replay after `since`, then write live events until closed; the close code."""
@@ -231,11 +234,16 @@ class Subscription:
     async def _write(self, item: Event | _Resume) -> None:
         if self.close_code is not None:
             return
-        with anyio.fail_after(STALL_SECONDS):
-            if isinstance(item, _Resume):
-                await item
-            else:
-                await self._send(self._pick(item))
+        try:
+            with anyio.fail_after(STALL_SECONDS) as self._writing:
+                if isinstance(item, _Resume):
+                    await item
+                else:
+                    await self._send(self._pick(item))
+        finally:
+            self._writing = None
+        if self.close_code is not None:
+            return  # closed while writing: the write may not have completed
         self.last_sent = anyio.current_time()
         self._hub.metrics.messages_sent.inc()
 
