@@ -124,7 +124,7 @@ def _origins(raw: str) -> tuple[str, ...]:
         raise ValueError("lists no origin (use * to allow any)")
     for origin in origins:
         if origin != "*" and "://" not in origin:
-            raise ValueError(f"has {origin!r}, not an origin like https://blog.example")
+            raise ValueError("is not a comma list of origins like https://blog.example, or *")
     return origins
 
 
@@ -136,7 +136,7 @@ def _ips(raw: str) -> tuple[str, ...]:
         try:
             ipaddress.ip_network(item, strict=False)
         except ValueError:
-            raise ValueError(f"has {item!r}, not an IP address or network") from None
+            raise ValueError("is not a comma list of IP addresses or networks") from None
     return items
 
 
