@@ -156,15 +156,27 @@ async def running(
     port = sock.getsockname()[1]
     settings = dataclasses.replace(settings, port=port)
     server = build_server(settings, log_config=None, **(server_options or {}))
+    stopped = anyio.Event()
+
+    async def serve() -> None:
+        try:
+            await server.serve([sock])
+        finally:
+            stopped.set()
+
     async with (
         anyio.create_task_group() as tasks,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10 * FACTOR) as http,
     ):
-        tasks.start_soon(server.serve, [sock])
+        tasks.start_soon(serve)
         try:
             yield Service(port, settings, server.app, http)
         finally:
+            # Even when the test failed: a server cancelled mid-shutdown leaves
+            # transports open, and the event loop then cannot close.
             server.should_exit = True
+            with anyio.CancelScope(shield=True), anyio.move_on_after(15 * FACTOR):
+                await stopped.wait()
     sock.close()
 
 

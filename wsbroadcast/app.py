@@ -42,7 +42,7 @@ class RawSend:
 def routes() -> list[BaseRoute]:
     return [
         WebSocketRoute("/ws", endpoints.Subscribe),
-        Route("/sse", sse.subscribe, methods=["GET"]),
+        Route("/sse", sse.subscribe, methods=["GET", "OPTIONS"]),
         Route("/events", endpoints.publish, methods=["POST"]),
         Route("/events/head", endpoints.head, methods=["GET"]),
         Route("/healthz", endpoints.healthz, methods=["GET"]),

@@ -170,8 +170,8 @@ def _fields(flat: Sequence[bytes]) -> dict[bytes, bytes]:
 class RedisBroker:
     def __init__(self, url: str, history_size: int) -> None:
         self._history_size = history_size
-        self._redis = Redis(
-            connection_pool=BlockingConnectionPool.from_url(
+        self._redis = Redis.from_pool(
+            BlockingConnectionPool.from_url(
                 url,
                 max_connections=POOL_SIZE,
                 timeout=COMMAND_SECONDS,
@@ -182,8 +182,8 @@ class RedisBroker:
             )
         )
         # The tail's own connection: its blocking reads outlast a command's timeout.
-        self._reader = Redis(
-            connection_pool=ConnectionPool.from_url(
+        self._reader = Redis.from_pool(
+            ConnectionPool.from_url(
                 url,
                 socket_connect_timeout=CONNECT_SECONDS,
                 socket_timeout=BLOCK_MS / 1000 + 2 * CONNECT_SECONDS,
@@ -213,7 +213,7 @@ class RedisBroker:
         ]
         async with _bounded("publish"):
             await self._await_tail()
-            late = 0 if self._clock_offset is None else deadline + self._clock_offset
+            late = 0
             reply = await self._append(keys=keys, args=[*args, int(late * 1e6), *blobs])
         status, joined = (item.decode() for item in reply)
         if status == "late":
@@ -258,8 +258,10 @@ class RedisBroker:
         return True
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
-        await self._reader.aclose()
+        for client in (self._redis, self._reader):
+            # Closing waits for unsent bytes, which a stalled Redis never takes.
+            with anyio.move_on_after(CONNECT_SECONDS, shield=True):
+                await client.aclose()
 
     async def _look(self, client: Redis) -> tuple[str, str]:
         """The epoch (created if there is none) and the last id; learns Redis's clock."""
