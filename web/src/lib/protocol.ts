@@ -1,0 +1,161 @@
+/**
+ * The wsbroadcast wire protocol, as CONTRACT.md states it: the event envelope, the control
+ * messages, parsing one text frame, and what a client does for each close code.
+ */
+
+export type PostAction = 'created' | 'updated' | 'deleted';
+export type NoticeLevel = 'info' | 'warning' | 'error';
+
+export interface BlogUpdateData {
+  post_id: string;
+  action: PostAction;
+  [extra: string]: unknown;
+}
+
+export interface CommentUpdateData {
+  post_id: string;
+  comment_id: string;
+  action: PostAction;
+  [extra: string]: unknown;
+}
+
+export interface SystemNotificationData {
+  message: string;
+  level: NoticeLevel;
+  [extra: string]: unknown;
+}
+
+interface Envelope<T extends string, D> {
+  id: string;
+  type: T;
+  data: D;
+  timestamp: string;
+}
+
+export type BlogUpdateEvent = Envelope<'blog_update', BlogUpdateData>;
+export type CommentUpdateEvent = Envelope<'comment_update', CommentUpdateData>;
+export type SystemNotificationEvent = Envelope<'system_notification', SystemNotificationData>;
+/** Any other type, which a server with strict typing switched off lets through. */
+export type OtherEvent = Envelope<string, Record<string, unknown>>;
+
+/** One published event: `{"id", "type", "data", "timestamp"}`, exactly these fields. */
+export type WsEvent = BlogUpdateEvent | CommentUpdateEvent | SystemNotificationEvent | OtherEvent;
+export type KnownEventType = 'blog_update' | 'comment_update' | 'system_notification';
+
+export interface ResyncInfo {
+  reason: string;
+  /** The newest position: store it as the last id, then refetch state. */
+  head: string;
+}
+
+/** A parsed frame: an event, or one of the control messages that carry no `id`. */
+export type ServerMessage =
+  | { kind: 'event'; event: WsEvent }
+  | { kind: 'heartbeat' }
+  | { kind: 'resync'; resync: ResyncInfo };
+
+export type ParseResult = { ok: true; message: ServerMessage } | { ok: false; error: string };
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Parse one text frame; never throws, a bad frame comes back as `{ ok: false, error }`. */
+export function parseMessage(raw: unknown): ParseResult {
+  if (typeof raw !== 'string') return { ok: false, error: 'frame is not text' };
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    return { ok: false, error: 'frame is not JSON' };
+  }
+  if (!isRecord(value)) return { ok: false, error: 'frame is not a JSON object' };
+  const { type, data } = value;
+  if (typeof type !== 'string' || type === '') return { ok: false, error: 'type: missing' };
+  if (type === 'heartbeat') return { ok: true, message: { kind: 'heartbeat' } };
+  if (type === 'resync') {
+    if (!isRecord(data) || typeof data.head !== 'string' || data.head === '') {
+      return { ok: false, error: 'resync: data.head missing' };
+    }
+    const reason = typeof data.reason === 'string' ? data.reason : 'unknown';
+    return { ok: true, message: { kind: 'resync', resync: { reason, head: data.head } } };
+  }
+  if (typeof value.id !== 'string' || value.id === '') return { ok: false, error: 'id: missing' };
+  if (!isRecord(data)) return { ok: false, error: 'data: not an object' };
+  const timestamp = typeof value.timestamp === 'string' ? value.timestamp : '';
+  const event = { id: value.id, type, data, timestamp } as WsEvent;
+  return { ok: true, message: { kind: 'event', event } };
+}
+
+export function isBlogUpdate(event: WsEvent): event is BlogUpdateEvent {
+  return event.type === 'blog_update';
+}
+
+export function isCommentUpdate(event: WsEvent): event is CommentUpdateEvent {
+  return event.type === 'comment_update';
+}
+
+export function isSystemNotification(event: WsEvent): event is SystemNotificationEvent {
+  return event.type === 'system_notification';
+}
+
+/** Close codes the contract names. */
+export const CloseCode = {
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  ABNORMAL: 1006,
+  TRY_AGAIN_LATER: 1013,
+  BAD_PARAMETER: 4400,
+  UNAUTHORIZED: 4401,
+  FORBIDDEN_ORIGIN: 4403,
+  RATE_LIMITED: 4429,
+} as const;
+
+/**
+ * What the client does after a close:
+ * - `stop`: never retry unchanged (a bad query parameter, an origin not allowed);
+ * - `refresh-token`: get a new token first, then retry with backoff;
+ * - `random-delay`: the server is shutting down; retry after a random delay, elsewhere;
+ * - `backoff`: retry with exponential backoff (too slow, at the limit, rate limited, a lost link).
+ * Every retry resumes with `since`.
+ */
+export type ClosePolicy = 'stop' | 'refresh-token' | 'random-delay' | 'backoff';
+
+export function closeCodePolicy(code: number): ClosePolicy {
+  switch (code) {
+    case CloseCode.BAD_PARAMETER:
+    case CloseCode.FORBIDDEN_ORIGIN:
+      return 'stop';
+    case CloseCode.UNAUTHORIZED:
+      return 'refresh-token';
+    case CloseCode.GOING_AWAY:
+    case 1012: // service restart: the same advice as a shutdown
+      return 'random-delay';
+    default:
+      // 1013, 4429 and anything unexpected (1006 for a dropped link, 1011, ...).
+      return 'backoff';
+  }
+}
+
+/** The subprotocols to offer: `wsbroadcast` beside `bearer.<jwt>`, never the token in the URL. */
+export function subprotocols(token: string): string[] {
+  return ['wsbroadcast', `bearer.${token}`];
+}
+
+export interface SubscribeParams {
+  since?: string | null;
+  types?: readonly string[];
+  postId?: string;
+}
+
+/** The subscribe URL with `since`, `types` and `post_id`; the URL unchanged when none is set. */
+export function subscribeUrl(url: string, params: SubscribeParams): string {
+  const query: [string, string][] = [];
+  if (params.since) query.push(['since', params.since]);
+  if (params.types && params.types.length > 0) query.push(['types', params.types.join(',')]);
+  if (params.postId) query.push(['post_id', params.postId]);
+  if (query.length === 0) return url;
+  const target = new URL(url);
+  for (const [name, value] of query) target.searchParams.set(name, value);
+  return target.toString();
+}
