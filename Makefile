@@ -46,7 +46,7 @@ test-py: install ## the Python tests (real servers, real sockets, real redis-ser
 	$(BIN)/pytest
 
 test-web: install-web ## the web client's type check and Jest tests
-	cd web && npm run typecheck && npm test
+	cd web && npm run typecheck && npm run lint && npm test
 
 e2e: install install-web install-browser ## the browser test: Chromium, next start and wsbroadcast
 	cd web && npm run e2e

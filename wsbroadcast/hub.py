@@ -134,6 +134,10 @@ class Subscription:
                 pass
         return False
 
+    @property
+    def closed(self) -> bool:
+        return self.close_code is not None
+
     def close(self, code: CloseCode | None) -> None:
         """Stop delivering; the writer returns `code` (None: the peer left)."""
         if self.close_code is None:
@@ -232,7 +236,7 @@ class Subscription:
         return max(left, 0.0)
 
     async def _write(self, item: Event | _Resume) -> None:
-        if self.close_code is not None:
+        if self.closed:
             return
         try:
             with anyio.fail_after(STALL_SECONDS) as self._writing:
@@ -242,10 +246,10 @@ class Subscription:
                     await self._send(self._pick(item))
         finally:
             self._writing = None
-        if self.close_code is not None:
-            return  # closed while writing: the write may not have completed
-        self.last_sent = anyio.current_time()
-        self._hub.metrics.messages_sent.inc()
+        # A close during the write cancels it: then it may not have completed.
+        if self.close_code is None:
+            self.last_sent = anyio.current_time()
+            self._hub.metrics.messages_sent.inc()
 
     def _discard_leftovers(self) -> None:
         while True:

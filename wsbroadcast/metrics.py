@@ -13,7 +13,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-disable_created_metrics()  # the `_created` series only double what is exported
+disable_created_metrics()  # type: ignore[no-untyped-call]  # the `_created` series only double what is exported
 
 
 class Metrics:
