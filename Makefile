@@ -32,12 +32,12 @@ install-browser: ## install Debian's Chromium for the browser test (apt-get, as 
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; }
 
 fmt: install ## format the Python code
-	$(BIN)/ruff format wsbroadcast tests bench
-	$(BIN)/ruff check --fix wsbroadcast tests bench
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 lint: install ## ruff on the Python code
-	$(BIN)/ruff check wsbroadcast tests bench
-	$(BIN)/ruff format --check wsbroadcast tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: install ## mypy --strict on the package
 	$(BIN)/mypy
