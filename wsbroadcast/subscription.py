@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from . import events
-from .errors import CloseCode
+from .errors import CloseCode, Unavailable
 from .events import Event, Position
 
 if TYPE_CHECKING:
@@ -153,6 +153,8 @@ class Subscription:
                 self._go_live(None)
             await self._pump()
         except TimeoutError:
+            self.close(CloseCode.TOO_SLOW)
+        except Unavailable:  # no history to replay: reconnect with backoff and `since`
             self.close(CloseCode.TOO_SLOW)
         except OSError:
             self.close(None)

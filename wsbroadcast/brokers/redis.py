@@ -30,7 +30,7 @@ logger = logging.getLogger("wsbroadcast.redis")
 STREAM = "wsbroadcast:stream"
 EPOCH = "wsbroadcast:epoch"  # the stream's epoch, valid only while the stream exists
 KEY_PREFIX = "wsbroadcast:idempotency:"
-CONNECT_SECONDS = 1.0  # a Redis that cannot be reached answers no faster than this
+CONNECT_SECONDS = 1.0  # give up connecting after this: an unreachable host fails fast
 COMMAND_SECONDS = 1.5  # one publish, head or resume read, all in: 503 within 2 s
 LATE_SECONDS = 0.3  # a publish still queued in Redis this close to its deadline appends nothing
 BLOCK_MS = 2000  # one blocking read; a quiet tail checks the epoch this often
@@ -76,19 +76,19 @@ return {epoch, info(KEYS[1])['last-generated-id'], now[1], now[2]}
 # microseconds of Redis's clock (0: none), then one JSON event per entry.
 # Each entry holds its epoch, the id before it (so a reader sees any gap) and how many
 # entries of its batch come after it (so a reader hands on whole batches).
-# Returns {status, ids joined by spaces}: status is new, repeat or late.
+# Returns {status, ids joined by spaces, Redis's clock}: status is new, repeat or late.
 APPEND_SCRIPT = (
     "#!lua\n"
     + _LUA
     + """
+local now = redis.call('TIME')
 if KEYS[3] then
   local seen = redis.call('GET', KEYS[3])
-  if seen then return {'repeat', seen} end
+  if seen then return {'repeat', seen, now[1], now[2]} end
 end
 local deadline = tonumber(ARGV[4])
-if deadline > 0 then
-  local now = redis.call('TIME')
-  if tonumber(now[1]) * 1000000 + tonumber(now[2]) > deadline then return {'late', ''} end
+if deadline > 0 and tonumber(now[1]) * 1000000 + tonumber(now[2]) > deadline then
+  return {'late', '', now[1], now[2]}
 end
 local epoch = ensure(KEYS[1], KEYS[2], ARGV[1])
 local prev = info(KEYS[1])['last-generated-id']
@@ -100,7 +100,7 @@ for i = 5, #ARGV do
 end
 local joined = table.concat(ids, ' ')
 if KEYS[3] then redis.call('SET', KEYS[3], joined, 'EX', ARGV[3]) end
-return {'new', joined}
+return {'new', joined, now[1], now[2]}
 """
 )
 
@@ -178,7 +178,7 @@ class RedisBroker:
                 socket_connect_timeout=CONNECT_SECONDS,
                 socket_timeout=COMMAND_SECONDS,
                 retry=Retry(NoBackoff(), 0),  # no retry loops: the caller answers 503
-                protocol=2,
+                protocol=2,  # RESP2: replies of the scripts and XREAD as plain arrays
             )
         )
         # The tail's own connection: its blocking reads outlast a command's timeout.
@@ -196,7 +196,8 @@ class RedisBroker:
         self._read = self._redis.register_script(READ_SCRIPT)
         self._begun = anyio.Event()  # the tail knows where it starts reading
         self._reading = False  # the tail's last command succeeded
-        self._clock_offset: float | None = None  # Redis's clock minus ours, in seconds
+        # Redis's clock minus our monotonic one, in seconds: deadlines in Redis's terms.
+        self._clock_offset: float | None = None
 
     async def append(self, drafts: Sequence[Draft], key: str | None = None) -> Appended:
         blobs = [
@@ -205,7 +206,7 @@ class RedisBroker:
         keys = [STREAM, EPOCH] if key is None else [STREAM, EPOCH, KEY_PREFIX + key]
         # Past its deadline a publish answers 503, and a script Redis runs after it (say,
         # once a stalled Redis resumes) appends nothing: no 503'd event ever appears.
-        deadline = time.time() + COMMAND_SECONDS - LATE_SECONDS
+        deadline = time.monotonic() + COMMAND_SECONDS - LATE_SECONDS
         args: list[str | int | bytes] = [
             secrets.token_hex(4),
             self._history_size,
@@ -213,9 +214,11 @@ class RedisBroker:
         ]
         async with _bounded("publish"):
             await self._await_tail()
-            late = 0
+            late = 0 if self._clock_offset is None else deadline + self._clock_offset
+            sent = time.monotonic()
             reply = await self._append(keys=keys, args=[*args, int(late * 1e6), *blobs])
-        status, joined = (item.decode() for item in reply)
+        status, joined, seconds, micros = (item.decode() for item in reply)
+        self._learn_clock(sent, time.monotonic(), seconds, micros)
         if status == "late":
             raise Unavailable("Redis did not answer in time; retry shortly")
         return Appended(joined.split(" "), repeated=status == "repeat")
@@ -265,13 +268,17 @@ class RedisBroker:
 
     async def _look(self, client: Redis) -> tuple[str, str]:
         """The epoch (created if there is none) and the last id; learns Redis's clock."""
-        sent = time.time()
+        sent = time.monotonic()
         reply = await self._head(keys=[STREAM, EPOCH], args=[secrets.token_hex(4)], client=client)
-        received = time.time()
         epoch, last, seconds, micros = (item.decode() for item in reply)
+        self._learn_clock(sent, time.monotonic(), seconds, micros)
+        return epoch, last
+
+    def _learn_clock(self, sent: float, received: float, seconds: str, micros: str) -> None:
+        # Only quick round trips: the reading is then within a few ms of the truth. Each
+        # reply re-learns it, so a clock that steps is followed within one command.
         if self._clock_offset is None or received - sent < 0.05:
             self._clock_offset = int(seconds) + int(micros) / 1e6 - (sent + received) / 2
-        return epoch, last
 
     async def _await_tail(self) -> None:
         # An event appended before this instance's tail knows where it starts could be
@@ -323,8 +330,12 @@ class _Tail:
             except (RedisError, OSError) as exc:
                 await self._back_off(exc)
                 continue
+            except Exception as exc:  # the broadcaster must never stop: retry, loudly
+                logger.exception("reading the stream failed")
+                await self._back_off(exc)
+                continue
             if self._failures:
-                logger.warning("Redis is back; reading on from %s:%s", self._epoch, self._last)
+                logger.info("Redis is back; reading on from %s:%s", self._epoch, self._last)
                 self._failures = 0
         return self._out.popleft()
 
