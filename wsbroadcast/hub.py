@@ -56,7 +56,8 @@ class Hub:
         self.client_buffer = client_buffer
         self.max_connections = max_connections
         self.heartbeat_seconds = heartbeat_seconds
-        self._subscribers: set[Subscription] = set()
+        # A dict for its order: frames go out in the order subscribers came, as a list would.
+        self._subscribers: dict[Subscription, None] = {}
         self._accepted: dict[str, float] = {}  # last id of a local POST -> accepted at
         self.connections = 0
         self.closing = False
@@ -127,13 +128,13 @@ class Hub:
         subscription = Subscription(
             self, send, pick, types=types, post_id=post_id, expires_at=expires_at
         )
-        self._subscribers.add(subscription)
+        self._subscribers[subscription] = None
         if self.closing:
             subscription.close(CloseCode.GOING_AWAY)
         return subscription
 
     def discard(self, subscription: Subscription) -> None:
-        self._subscribers.discard(subscription)
+        self._subscribers.pop(subscription, None)
 
     async def close_all(self, within: float) -> None:
         """Shut down: close every subscriber with 1001 and wait, at most `within` s, for them."""

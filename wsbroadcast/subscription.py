@@ -236,14 +236,20 @@ class Subscription:
     async def _write(self, item: Event | _Resume) -> None:
         if self.closed:
             return
-        try:
-            with anyio.fail_after(STALL_SECONDS) as self._writing:
-                if isinstance(item, _Resume):
-                    await item
-                else:
-                    await self._send(self._pick(item))
-        finally:
-            self._writing = None
+        pending: _Resume | None = item if isinstance(item, _Resume) else None
+        if isinstance(item, Event):
+            # As in the fan-out: a send that completes at once needs no timer.
+            coro = self._send(self._pick(item))
+            try:
+                pending = _Resume(coro, coro.send(None))
+            except StopIteration:
+                pending = None
+        if pending is not None:
+            try:
+                with anyio.fail_after(STALL_SECONDS) as self._writing:
+                    await pending
+            finally:
+                self._writing = None
         # A close during the write cancels it: then it may not have completed.
         if self.close_code is None:
             self.last_sent = anyio.current_time()
