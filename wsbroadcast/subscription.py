@@ -267,6 +267,11 @@ class Subscription:
 
 
 def _newer(event: Event, position: Position) -> bool:
-    if event.position is None or event.position.epoch != position.epoch:
+    """Whether a live event is news to a subscriber whose replay ended at `position`."""
+    if event.position is None:
+        # A resync announcing the epoch the replay already resynced to is not news.
+        head = event.data.get("head") if event.type == "resync" and event.data else None
+        return not (isinstance(head, str) and head.startswith(f"{position.epoch}:"))
+    if event.position.epoch != position.epoch:
         return True
     return event.position.place > position.place
