@@ -9,6 +9,7 @@ buffer. The hub never awaits a subscriber.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -16,6 +17,7 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from . import events
 from .errors import CloseCode, Unavailable
@@ -68,9 +70,10 @@ class Subscription:
         self._filtered = types is not None or post_id is not None
         self._expires_at = expires_at  # wall-clock time the subscriber's token expires
         self._buffer_size = hub.client_buffer
-        self._outbox, self._inbox = anyio.create_memory_object_stream[Event | _Resume](
-            self._buffer_size
-        )
+        # The bounded buffer, made the first time a send would suspend: most subscribers
+        # keep up and never need one.
+        self._outbox: MemoryObjectSendStream[Event | _Resume] | None = None
+        self._inbox: MemoryObjectReceiveStream[Event | _Resume] | None = None
         self.idle = False  # True while the writer waits with nothing to do
         self.replaying = True  # live events wait in `pending` until history is sent
         self.pending: list[Event] = []
@@ -78,7 +81,9 @@ class Subscription:
         self.close_code: CloseCode | None = None
         self._replayed_to: Position | None = None  # the last id the replay sent
         self._writing: anyio.CancelScope | None = None  # the write in progress
-        self._wake = anyio.Event()  # set to rouse the writer while it is idle
+        # The idle writer waits on a bare future: an anyio Event and a cancel scope per
+        # subscriber would cost 1.5 KB each, and most subscribers are idle all the time.
+        self._waker: asyncio.Future[bool] | None = None
         self.last_sent = anyio.current_time()
 
     def wants(self, event: Event) -> bool:
@@ -113,8 +118,7 @@ class Subscription:
                 self.close(None)
                 return False
             self.idle = False
-            self._outbox.send_nowait(_Resume(coro, waiting))
-            self._wake.set()
+            self._queue(_Resume(coro, waiting))
         elif self.replaying:
             if len(self.pending) < self._buffer_size:
                 self.pending.append(event)
@@ -123,12 +127,23 @@ class Subscription:
                 self.lagging = True
         else:
             try:
-                self._outbox.send_nowait(event)
+                self._queue(event)
             except anyio.WouldBlock:
                 self.close(CloseCode.TOO_SLOW)
-            except anyio.ClosedResourceError:
-                pass
         return False
+
+    def _queue(self, item: Event | _Resume) -> None:
+        """Into the bounded buffer (WouldBlock when full), rousing the writer."""
+        if self._outbox is None:
+            self._outbox, self._inbox = anyio.create_memory_object_stream[Event | _Resume](
+                self._buffer_size
+            )
+        self._outbox.send_nowait(item)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waker is not None and not self._waker.done():
+            self._waker.set_result(True)
 
     @property
     def closed(self) -> bool:
@@ -139,8 +154,7 @@ class Subscription:
         if self.close_code is None:
             self.close_code = code
         self._hub.discard(self)
-        self._outbox.close()
-        self._wake.set()
+        self._wake()
         if self._writing is not None:
             self._writing.cancel()  # a stalled write must not hold up the close
 
@@ -197,32 +211,43 @@ class Subscription:
         for event in pending:
             if position is None or _newer(event, position):
                 self._replayed_to = None
-                self._outbox.send_nowait(event)  # pending never holds more than the buffer
+                self._queue(event)  # pending never holds more than the buffer
 
     async def _pump(self) -> None:
-        # Items stay in the buffer until taken with receive_nowait(): waiting on `_wake`
-        # instead of receive() means a timeout can never lose one.
+        # Items stay in the buffer until taken with receive_nowait(): waiting on the
+        # waker instead of receive() means a timeout can never lose one.
         while self.close_code is None:
-            try:
-                item = self._inbox.receive_nowait()
-            except anyio.WouldBlock:
-                pass
-            except anyio.EndOfStream:
-                return
-            else:
-                await self._write(item)
-                continue
-            self._wake = anyio.Event()
-            self.idle = True
-            with anyio.move_on_after(self._quiet_left()) as quiet:
-                await self._wake.wait()
-            self.idle = False
-            if not quiet.cancelled_caught:
-                continue
+            if self._inbox is not None:
+                try:
+                    item = self._inbox.receive_nowait()
+                except anyio.WouldBlock:
+                    pass
+                else:
+                    await self._write(item)
+                    continue
+            if await self._idle():
+                continue  # roused: something to write, or closed
             if self._expires_at is not None and self._expires_at <= time.time():
                 self.close(CloseCode.UNAUTHORIZED)
             elif anyio.current_time() - self.last_sent >= self._hub.heartbeat_seconds:
                 await self._write(events.heartbeat())
+
+    async def _idle(self) -> bool:
+        """Wait until roused (True) or until a heartbeat or the token expiry is due (False)."""
+        loop = asyncio.get_running_loop()
+        waker: asyncio.Future[bool] = loop.create_future()
+        self._waker = waker
+        timer = None
+        if (quiet := self._quiet_left()) < math.inf:
+            timer = loop.call_later(quiet, _settle, waker, False)
+        self.idle = True
+        try:
+            return await waker
+        finally:
+            self.idle = False
+            self._waker = None
+            if timer is not None:
+                timer.cancel()
 
     def _quiet_left(self) -> float:
         """Seconds until a heartbeat is due or the token expires."""
@@ -256,6 +281,9 @@ class Subscription:
             self._hub.metrics.messages_sent.inc()
 
     def _discard_leftovers(self) -> None:
+        if self._inbox is None or self._outbox is None:
+            return
+        self._outbox.close()
         while True:
             try:
                 item = self._inbox.receive_nowait()
@@ -264,6 +292,11 @@ class Subscription:
             if isinstance(item, _Resume):
                 item.coro.close()
         self._inbox.close()
+
+
+def _settle(waker: asyncio.Future[bool], value: bool) -> None:
+    if not waker.done():
+        waker.set_result(value)
 
 
 def _newer(event: Event, position: Position) -> bool:
