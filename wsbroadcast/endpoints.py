@@ -261,6 +261,9 @@ class Subscribe(WebSocketEndpoint):
             code = await subscription.run(admission.since)
             if code is not None:
                 self.code = code
+                if subscription.stalled:
+                    cut(send)
+                    return
                 with anyio.move_on_after(CLOSE_SECONDS) as stalled:
                     with contextlib.suppress(WebSocketDisconnect, OSError):
                         await websocket.close(code)

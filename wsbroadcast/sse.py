@@ -118,6 +118,9 @@ class EventStream:
                 tasks.start_soon(_until_disconnect, receive, tasks.cancel_scope)
                 code = await subscription.run(self.since)
                 tasks.cancel_scope.cancel()
+            if subscription.stalled:
+                cut(raw)
+                return
             with anyio.move_on_after(CLOSE_SECONDS) as stalled, contextlib.suppress(OSError):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             if stalled.cancelled_caught:

@@ -79,6 +79,7 @@ class Subscription:
         self.pending: list[Event] = []
         self.lagging = False  # `pending` overflowed during replay: read more history
         self.close_code: CloseCode | None = None
+        self.stalled = False  # closed because a write stalled: cut, do not say goodbye
         self._replayed_to: Position | None = None  # the last id the replay sent
         self._writing: anyio.CancelScope | None = None  # the write in progress
         # The idle writer waits on a bare future: an anyio Event and a cancel scope per
@@ -166,7 +167,8 @@ class Subscription:
             else:
                 self._go_live(None)
             await self._pump()
-        except TimeoutError:
+        except TimeoutError:  # one write stalled 5 s: a close frame would stall too
+            self.stalled = True
             self.close(CloseCode.TOO_SLOW)
         except Unavailable:  # no history to replay: reconnect with backoff and `since`
             self.close(CloseCode.TOO_SLOW)
