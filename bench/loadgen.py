@@ -1,0 +1,214 @@
+"""Load generator worker: WebSocket subscribers on picows + uvloop, driven by JSON lines on stdin.
+
+One process holds a share of the subscribers. It answers each command with one JSON line on
+stdout. Latency is read from the frame itself: the publisher puts `"@<unix time in µs>"` into the
+event's `data`, so a receipt costs one `bytes.find` and one `int()`, never a JSON parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import resource
+import sys
+import time
+from array import array
+from typing import Any
+
+import picows
+import uvloop
+
+MARK = b'"@'  # the send stamp: the string "@1764100000123456" (16 digits of µs)
+TEXT = picows.WSMsgType.TEXT
+CLOSE = picows.WSMsgType.CLOSE
+
+
+def cpu_seconds() -> float:
+    """This process's user + system CPU time."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+class Worker:
+    """All subscribers of this process and what they received since the last reset."""
+
+    def __init__(self) -> None:
+        self.subs: list[Subscriber] = []
+        self.lat = array("q")  # µs, one per delivery
+        self.received = 0
+        self.first_at = 0  # µs, first receipt since reset
+        self.last_at = 0  # µs, last receipt since reset
+        self.target = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.closes: dict[str, int] = {}
+        self.closed_at: list[float] = []
+
+    def reset(self) -> None:
+        self.lat = array("q")
+        self.received = 0
+        self.first_at = 0
+        self.last_at = 0
+        for s in self.subs:
+            s.count = 0
+
+
+class Subscriber(picows.WSListener):
+    """One subscriber: counts text frames carrying a send stamp, records their latency."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.w = worker
+        self.count = 0
+        self.open = False
+        self.close_code: int | None = None
+
+    def on_ws_connected(self, transport: picows.WSTransport) -> None:
+        self.open = True
+
+    def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+        mt = frame.msg_type
+        if mt is TEXT:
+            p = frame.get_payload_as_bytes()
+            i = p.find(MARK)
+            if i < 0:
+                return  # heartbeat or another control message
+            w = self.w
+            now = time.time_ns() // 1000
+            w.lat.append(now - int(p[i + 2 : i + 18]))
+            self.count += 1
+            w.received += 1
+            if not w.first_at:
+                w.first_at = now
+            w.last_at = now
+            if w.waiter is not None and w.received >= w.target and not w.waiter.done():
+                w.waiter.set_result(None)
+        elif mt is CLOSE:
+            code = frame.get_close_code()
+            self.close_code = code.value if isinstance(code, picows.WSCloseCode) else int(code)
+            transport.send_close(picows.WSCloseCode.OK)
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
+        if self.open:
+            self.open = False
+            key = str(self.close_code) if self.close_code is not None else "cut"
+            self.w.closes[key] = self.w.closes.get(key, 0) + 1
+            self.w.closed_at.append(time.time())
+
+
+async def connect(worker: Worker, url: str, n: int, concurrency: int) -> dict[str, Any]:
+    """Open n subscribers, at most `concurrency` handshakes in flight."""
+    sem = asyncio.Semaphore(concurrency)
+    errors: dict[str, int] = {}
+    ok = 0
+
+    async def one() -> None:
+        nonlocal ok
+        async with sem:
+            try:
+                _, sub = await picows.ws_connect(
+                    lambda: Subscriber(worker),
+                    url,
+                    websocket_handshake_timeout=30,
+                    read_buffer_init_size=4096,
+                    max_frame_size=1 << 20,
+                )
+            except Exception as exc:  # counted and reported, never fatal for the run
+                key = type(exc).__name__ + ": " + str(exc)[:80]
+                errors[key] = errors.get(key, 0) + 1
+                return
+            assert isinstance(sub, Subscriber)
+            worker.subs.append(sub)
+            ok += 1
+
+    started = time.time()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return {"ok": ok, "failed": n - ok, "errors": errors, "started": started, "ended": time.time()}
+
+
+async def wait_for(worker: Worker, per_sub: int, within: float, idle: float) -> dict[str, Any]:
+    """Wait for `per_sub` deliveries to each subscriber since reset (in all), for at most
+    `within` seconds, or until `idle` seconds pass with none."""
+    target = worker.target = per_sub * len(worker.subs)
+    deadline = time.monotonic() + within
+    last_seen, last_change = worker.received, time.monotonic()
+    while worker.received < target:
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        if worker.received != last_seen:
+            last_seen, last_change = worker.received, now
+        elif now - last_change >= idle:
+            break
+        worker.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(worker.waiter, timeout=min(0.25, deadline - now))
+        except TimeoutError:
+            pass
+    worker.waiter = None
+    return stats(worker, with_latency=True, per_sub=per_sub)
+
+
+def stats(worker: Worker, with_latency: bool, per_sub: int = 0) -> dict[str, Any]:
+    counts = [s.count for s in worker.subs]
+    out: dict[str, Any] = {
+        "received": worker.received,
+        "subscribers": len(worker.subs),
+        "open": sum(1 for s in worker.subs if s.open),
+        "min_count": min(counts, default=0),
+        "max_count": max(counts, default=0),
+        "complete": sum(1 for c in counts if c >= per_sub),
+        "first_at": worker.first_at / 1e6,
+        "last_at": worker.last_at / 1e6,
+        "closes": dict(worker.closes),
+        "cpu": cpu_seconds(),
+        "rss_kb": rss_kb(),
+    }
+    if with_latency:
+        out["lat_us"] = base64.b64encode(worker.lat.tobytes()).decode()
+    return out
+
+
+def rss_kb() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+async def serve() -> None:
+    worker = Worker()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def reply(obj: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    reply({"ready": True, "pid": os.getpid(), "cpu": cpu_seconds()})
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        cmd = json.loads(line)
+        op = cmd["op"]
+        if op == "connect":
+            reply(await connect(worker, cmd["url"], cmd["n"], cmd.get("concurrency", 100)))
+        elif op == "reset":
+            worker.reset()
+            reply({"ok": True, "cpu": cpu_seconds()})
+        elif op == "wait":
+            reply(await wait_for(worker, cmd["per_sub"], cmd["timeout"], cmd.get("idle", 10.0)))
+        elif op == "stats":
+            reply(stats(worker, cmd.get("latency", False), cmd.get("per_sub", 0)))
+        elif op == "close":
+            for s in worker.subs:
+                s.open = False  # a close we asked for is not the server's doing
+            reply({"ok": True, "cpu": cpu_seconds()})
+            break
+        else:
+            reply({"error": f"unknown op {op!r}"})
+
+
+if __name__ == "__main__":
+    uvloop.run(serve())
