@@ -269,3 +269,49 @@ it('stops for good when the service refuses the page origin (4403)', async () =>
     await other.close();
   }
 });
+
+it('gets the same stream through EventSource, for networks that block WebSocket', async () => {
+  type Received = { lastEventId: string; id: string; type: string };
+  type SseWindow = { received: Received[]; source?: EventSource };
+  const reader = await context.newPage();
+  const open = (url: string) =>
+    reader.evaluate(
+      (sseUrl) =>
+        new Promise<void>((resolve, reject) => {
+          const w = window as unknown as SseWindow;
+          w.source?.close();
+          w.received = [];
+          w.source = new EventSource(sseUrl);
+          w.source.onmessage = (message: MessageEvent<string>) => {
+            const event = JSON.parse(message.data) as { id: string; type: string };
+            w.received.push({ lastEventId: message.lastEventId, id: event.id, type: event.type });
+          };
+          w.source.onopen = () => resolve();
+          w.source.onerror = () => reject(new Error('EventSource failed'));
+        }),
+      url,
+    );
+  const received = (count: number) =>
+    reader
+      .waitForFunction((n) => (window as unknown as SseWindow).received.length >= n, count, {
+        timeout: STEP_MS,
+      })
+      .then(() => reader.evaluate(() => (window as unknown as SseWindow).received));
+  try {
+    await reader.goto(`${allowedOrigin}/`, { timeout: STEP_MS });
+    const sseUrl = `${serviceUrl}/api/v1/sse`; // another origin: CORS lets the page read it
+    await open(sseUrl);
+    const ids = [
+      ...(await publish(serviceUrl, { type: 'blog_update', data: { post_id: 'p-201', action: 'created' } })),
+      ...(await publish(serviceUrl, { type: 'system_notification', data: { message: 'Over SSE', level: 'info' } })),
+    ];
+    expect(await received(2)).toEqual([
+      { lastEventId: ids[0], id: ids[0], type: 'blog_update' },
+      { lastEventId: ids[1], id: ids[1], type: 'system_notification' },
+    ]);
+    await open(`${sseUrl}?since=${encodeURIComponent(ids[0]!)}`); // resume after the first
+    expect((await received(1))[0]).toEqual({ lastEventId: ids[1], id: ids[1], type: 'system_notification' });
+  } finally {
+    await reader.close();
+  }
+});
