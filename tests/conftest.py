@@ -186,8 +186,11 @@ async def service() -> AsyncIterator[Service]:
         yield svc
 
 
+Start = Callable[..., AbstractAsyncContextManager[Service]]
+
+
 @pytest.fixture
-def start() -> Callable[..., AbstractAsyncContextManager[Service]]:
+def start() -> Start:
     """`async with start(client_buffer=8) as svc:` a service with other settings."""
     return running
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AsyncExitStack
 
 import anyio
 import pytest
@@ -12,6 +11,7 @@ from websockets.asyncio.client import ClientConnection
 from tests.conftest import (
     RawClient,
     Service,
+    Start,
     close_frame,
     eventually,
     notice,
@@ -21,7 +21,6 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.anyio
 
-Start = Callable[..., AbstractAsyncContextManager[Service]]
 BIG = "x" * 16_000  # 300 events of 16 KB: more than a stalled reader's socket buffers hold
 BATCHES, PER_BATCH = 6, 50
 LIMITS = {"max_body_bytes": 1 << 20, "history_size": 5000, "connect_rate": 1000.0}

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
 import httpx
 import pytest
 
-from tests.conftest import Service, blog, comment, notice, receive, receive_n
+from tests.conftest import Service, Start, blog, comment, notice, receive, receive_n
 
 pytestmark = pytest.mark.anyio
 
-Start = Callable[..., AbstractAsyncContextManager[Service]]
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
 
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
-
 import anyio
 import pytest
 
-from tests.conftest import Service, blog, notice, receive, receive_n, within
+from tests.conftest import Service, Start, blog, notice, receive, receive_n, within
 
 pytestmark = pytest.mark.anyio
-
-Start = Callable[..., AbstractAsyncContextManager[Service]]
 
 
 async def test_since_replays_exactly_the_events_after_it_then_live(service: Service) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AsyncExitStack
 
 import anyio
 import httpx
@@ -16,6 +15,7 @@ import websockets
 
 from tests.conftest import (
     Service,
+    Start,
     blog,
     close_code,
     free_port,
@@ -27,7 +27,6 @@ from wsbroadcast.security import Credentials, RateLimiter, origin_allowed
 
 pytestmark = pytest.mark.anyio
 
-Start = Callable[..., AbstractAsyncContextManager[Service]]
 SECRET = "jwt-secret-for-tests-0123456789abcdef"
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import (
     FACTOR,
     Service,
+    Start,
     blog,
     comment,
     eventually,
@@ -25,8 +26,6 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.anyio
-
-Start = Callable[..., AbstractAsyncContextManager[Service]]
 
 
 class Stream:

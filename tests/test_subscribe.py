@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
-
 import orjson
 import pytest
 import websockets
@@ -13,6 +10,7 @@ from starlette.testclient import TestClient
 from tests.conftest import (
     RawClient,
     Service,
+    Start,
     blog,
     close_code,
     comment,
@@ -24,8 +22,6 @@ from tests.conftest import (
 from wsbroadcast.app import create_app
 
 pytestmark = pytest.mark.anyio
-
-Start = Callable[..., AbstractAsyncContextManager[Service]]
 
 
 def test_the_seeds_backend_test_passes() -> None:
