@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import operator
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,7 +175,7 @@ def admit(conn: HTTPConnection, subprotocols: tuple[str, ...] = ()) -> Admission
     settings: Settings = state.settings
     if not settings.websocket_enabled:
         raise Refused(CloseCode.TOO_SLOW, "subscribing is off", Unavailable("subscribing is off"))
-    state.limiter.check(client_address(conn), anyio.current_time())
+    state.limiter.check(client_address(conn), time.monotonic())
     security.check_origin(conn.headers.get("origin"), settings.allowed_origins)
     query = conn.query_params
     credentials = security.Credentials(

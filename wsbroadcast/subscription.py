@@ -85,7 +85,9 @@ class Subscription:
         # The idle writer waits on a bare future: an anyio Event and a cancel scope per
         # subscriber would cost 1.5 KB each, and most subscribers are idle all the time.
         self._waker: asyncio.Future[bool] | None = None
-        self.last_sent = anyio.current_time()
+        # time.monotonic(), not anyio.current_time(): that looks up the running async
+        # library on every call, and these clocks are read once per connection and event.
+        self.last_sent = time.monotonic()
 
     def wants(self, event: Event) -> bool:
         if event.id is None:  # control messages pass every filter
@@ -231,7 +233,7 @@ class Subscription:
                 continue  # roused: something to write, or closed
             if self._expires_at is not None and self._expires_at <= time.time():
                 self.close(CloseCode.UNAUTHORIZED)
-            elif anyio.current_time() - self.last_sent >= self._hub.heartbeat_seconds:
+            elif time.monotonic() - self.last_sent >= self._hub.heartbeat_seconds:
                 await self._write(events.heartbeat())
 
     async def _idle(self) -> bool:
@@ -255,7 +257,7 @@ class Subscription:
         """Seconds until a heartbeat is due or the token expires."""
         left = math.inf
         if self._hub.heartbeat_seconds:
-            left = self.last_sent + self._hub.heartbeat_seconds - anyio.current_time()
+            left = self.last_sent + self._hub.heartbeat_seconds - time.monotonic()
         if self._expires_at is not None:
             left = min(left, self._expires_at - time.time())
         return max(left, 0.0)
@@ -279,7 +281,7 @@ class Subscription:
                 self._writing = None
         # A close during the write cancels it: then it may not have completed.
         if self.close_code is None:
-            self.last_sent = anyio.current_time()
+            self.last_sent = time.monotonic()
             self._hub.metrics.messages_sent.inc()
 
     def _discard_leftovers(self) -> None:
