@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import operator
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,6 +214,18 @@ def cut(send: Send) -> None:
         transport.abort()
 
 
+async def say_goodbye(last: Callable[[], Awaitable[None]], stalled: bool, raw: Send) -> None:
+    """Send the last frame within CLOSE_SECONDS, or cut: a peer that stopped reading
+    never takes it, and after a stalled write it would only queue behind the stall."""
+    if not stalled:
+        with anyio.move_on_after(CLOSE_SECONDS) as late:
+            with contextlib.suppress(WebSocketDisconnect, OSError):
+                await last()
+        if not late.cancelled_caught:
+            return
+    cut(raw)
+
+
 class Subscribe(WebSocketEndpoint):
     """`WS /ws`: receive-only. The writer runs beside starlette's receive loop."""
 
@@ -262,14 +276,9 @@ class Subscribe(WebSocketEndpoint):
             code = await subscription.run(admission.since)
             if code is not None:
                 self.code = code
-                if subscription.stalled:
-                    cut(send)
-                    return
-                with anyio.move_on_after(CLOSE_SECONDS) as stalled:
-                    with contextlib.suppress(WebSocketDisconnect, OSError):
-                        await websocket.close(code)
-                if stalled.cancelled_caught:
-                    cut(send)
+                await say_goodbye(
+                    functools.partial(websocket.close, code), subscription.stalled, send
+                )
         finally:
             place.release()
 

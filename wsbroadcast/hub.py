@@ -24,6 +24,8 @@ logger = logging.getLogger("wsbroadcast.hub")
 
 __all__ = ["Hub", "Place", "Send"]
 
+MAX_TIMED = 10_000  # POSTs awaiting their fan-out for wsb_publish_seconds, at most
+
 
 class Place:
     """A subscriber's place under the connection limit, until released."""
@@ -92,6 +94,8 @@ class Hub:
         accepted = time.monotonic()
         appended = await self.broker.append(drafts, key)
         if not appended.repeated:
+            if len(self._accepted) >= MAX_TIMED:  # a batch lost with its stream never returns
+                del self._accepted[next(iter(self._accepted))]
             self._accepted[appended.ids[-1]] = accepted
             self.metrics.events_published.inc(len(appended.ids))
         return appended

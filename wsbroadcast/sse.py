@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import operator
 
@@ -12,13 +12,12 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .endpoints import (
-    CLOSE_SECONDS,
     RAW_SEND,
     Admission,
     admit,
     client_address,
-    cut,
     error_response,
+    say_goodbye,
 )
 from .errors import CloseCode, Refused
 from .hub import Hub, Place
@@ -118,13 +117,8 @@ class EventStream:
                 tasks.start_soon(_until_disconnect, receive, tasks.cancel_scope)
                 code = await subscription.run(self.since)
                 tasks.cancel_scope.cancel()
-            if subscription.stalled:
-                cut(raw)
-                return
-            with anyio.move_on_after(CLOSE_SECONDS) as stalled, contextlib.suppress(OSError):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            if stalled.cancelled_caught:
-                cut(raw)
+            end = {"type": "http.response.body", "body": b"", "more_body": False}
+            await say_goodbye(functools.partial(send, end), subscription.stalled, raw)
         finally:
             self.place.release()
             label = str(code if code is not None else CloseCode.NORMAL)

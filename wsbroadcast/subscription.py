@@ -107,12 +107,8 @@ class Subscription:
                 return False
             self._replayed_to = None
         if self.idle:
-            coro = self._send(self._pick(event))
             try:
-                waiting = coro.send(None)
-            except StopIteration:
-                self.last_sent = now
-                return True
+                pending = self._step(event)
             except OSError:  # the peer is gone: its receive loop sees the disconnect
                 self.close(None)
                 return False
@@ -120,8 +116,11 @@ class Subscription:
                 logger.exception("dropping a subscriber whose send failed")
                 self.close(None)
                 return False
+            if pending is None:
+                self.last_sent = now
+                return True
             self.idle = False
-            self._queue(_Resume(coro, waiting))
+            self._queue(pending)
         elif self.replaying:
             if len(self.pending) < self._buffer_size:
                 self.pending.append(event)
@@ -134,6 +133,14 @@ class Subscription:
             except anyio.WouldBlock:
                 self.close(CloseCode.TOO_SLOW)
         return False
+
+    def _step(self, event: Event) -> _Resume | None:
+        """Start the send; None when it completed at once, else the rest of it to await."""
+        coro = self._send(self._pick(event))
+        try:
+            return _Resume(coro, coro.send(None))
+        except StopIteration:
+            return None
 
     def _queue(self, item: Event | _Resume) -> None:
         """Into the bounded buffer (WouldBlock when full), rousing the writer."""
@@ -265,14 +272,8 @@ class Subscription:
     async def _write(self, item: Event | _Resume) -> None:
         if self.closed:
             return
-        pending: _Resume | None = item if isinstance(item, _Resume) else None
-        if isinstance(item, Event):
-            # As in the fan-out: a send that completes at once needs no timer.
-            coro = self._send(self._pick(item))
-            try:
-                pending = _Resume(coro, coro.send(None))
-            except StopIteration:
-                pending = None
+        # As in the fan-out: a send that completes at once needs no timer.
+        pending = self._step(item) if isinstance(item, Event) else item
         if pending is not None:
             try:
                 with anyio.fail_after(STALL_SECONDS) as self._writing:
