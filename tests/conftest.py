@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import httpx
@@ -77,13 +77,14 @@ class Service:
         *,
         headers: dict[str, str] | None = None,
         subprotocols: list[str] | None = None,
+        compression: Literal["deflate"] | None = None,
         **params: str,
     ) -> AbstractAsyncContextManager[ClientConnection]:
         return websockets.connect(
             self.ws_url(path, **params),
             additional_headers=headers,
             subprotocols=subprotocols,  # type: ignore[arg-type]
-            compression=None,
+            compression=compression,
             open_timeout=10 * FACTOR,
         )
 

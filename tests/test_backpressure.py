@@ -50,11 +50,24 @@ async def publish_while_reading(svc: Service, readers: list[ClientConnection]) -
     return ids
 
 
+# With compression on, frames differ per connection: the healthy subscribers (the websockets
+# client asks for it) then get theirs through uvicorn's `send` rather than straight onto
+# the transport, and the never-reading one (it asks for none) still gets the direct path.
+@pytest.mark.parametrize(
+    "compression", [False, True], ids=["frames-written-directly", "frames-through-send"]
+)
 async def test_a_never_reading_subscriber_is_closed_with_1013_while_50_others_get_everything(
-    start: Start,
+    start: Start, compression: bool
 ) -> None:
-    async with start(client_buffer=16, **LIMITS) as svc, AsyncExitStack() as stack:
-        healthy = [await stack.enter_async_context(svc.subscribe()) for _ in range(50)]
+    options = {"ws_per_message_deflate": compression}
+    async with (
+        start(client_buffer=16, server_options=options, **LIMITS) as svc,
+        AsyncExitStack() as stack,
+    ):
+        deflate = "deflate" if compression else None
+        healthy = [
+            await stack.enter_async_context(svc.subscribe(compression=deflate)) for _ in range(50)
+        ]
         stalled = await RawClient.connect(svc.port)
         ids = await publish_while_reading(svc, healthy)
         wire = await stalled.read_to_end()

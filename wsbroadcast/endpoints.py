@@ -31,6 +31,7 @@ from .errors import (
 from .events import parse_batch, parse_filter_types
 from .hub import Hub, Place, Send
 from .settings import Settings
+from .wire import Wire
 
 logger = logging.getLogger("wsbroadcast")
 
@@ -272,6 +273,7 @@ class Subscribe(WebSocketEndpoint):
                 types=admission.types,
                 post_id=admission.post_id,
                 expires_at=admission.expires_at,
+                wire=Wire.of(send),
             )
             code = await subscription.run(admission.since)
             if code is not None:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
+from websockets.frames import Frame, Opcode
 
 from .errors import InvalidBody, InvalidEvent, InvalidJSON, TooLarge
 
@@ -79,7 +80,8 @@ class Event:
     id: str | None = None
     position: Position | None = None
     post_id: str | None = None
-    frame: str = field(init=False, repr=False)  # the WebSocket text frame
+    frame: str = field(init=False, repr=False)  # the JSON text of the WebSocket frame
+    ws_frame: bytes = field(init=False, repr=False)  # the whole frame, as the server writes it
     message: dict[str, Any] = field(init=False, repr=False)  # the ASGI message for /ws
     sse: dict[str, Any] = field(init=False, repr=False)  # the ASGI message for /sse
 
@@ -90,14 +92,17 @@ class Event:
         if self.data is not None:
             envelope["data"] = self.data
         envelope["timestamp"] = self.timestamp
-        frame = orjson.dumps(envelope).decode()
+        raw = orjson.dumps(envelope)
+        frame = raw.decode()
         if self.type == "heartbeat":  # a comment line: EventSource ignores it, proxies see traffic
             record = b": heartbeat " + self.timestamp.encode() + b"\n\n"
         else:
-            record = b"data: " + frame.encode() + b"\n\n"
+            record = b"data: " + raw + b"\n\n"
             if self.id is not None:
                 record = b"id: " + self.id.encode() + b"\n" + record
         object.__setattr__(self, "frame", frame)
+        # Unmasked and uncompressed, the same bytes go to every subscriber (see `wire`).
+        object.__setattr__(self, "ws_frame", Frame(Opcode.TEXT, raw).serialize(mask=False))
         object.__setattr__(self, "message", {"type": "websocket.send", "text": frame})
         object.__setattr__(
             self, "sse", {"type": "http.response.body", "body": record, "more_body": True}

@@ -19,6 +19,7 @@ from .errors import CloseCode, Refused, Unavailable
 from .events import Draft, Event
 from .metrics import Metrics
 from .subscription import Message, Send, Subscription
+from .wire import Wire
 
 logger = logging.getLogger("wsbroadcast.hub")
 
@@ -128,10 +129,11 @@ class Hub:
         types: frozenset[str] | None = None,
         post_id: str | None = None,
         expires_at: float | None = None,
+        wire: Wire | None = None,
     ) -> Subscription:
         """Register a subscriber; it buffers live events until its `run` replays history."""
         subscription = Subscription(
-            self, send, pick, types=types, post_id=post_id, expires_at=expires_at
+            self, send, pick, types=types, post_id=post_id, expires_at=expires_at, wire=wire
         )
         self._subscribers[subscription] = None
         if self.closing:

@@ -1,10 +1,10 @@
 """One subscriber: its filters, its bounded buffer, its writer, and its resume.
 
-While the subscriber keeps up, the hub writes each frame straight through the server's
-`send`: an ASGI send to a client that is reading completes without suspending, so the hub
-steps it once and moves on. Only a send that would suspend (the client's socket buffer is
-full) is finished by the subscriber's own writer, and later events wait in its bounded
-buffer. The hub never awaits a subscriber.
+While the subscriber keeps up, the hub writes each frame straight through: a WebSocket
+frame onto the connection's transport (`wire`), an SSE record through the server's `send`,
+which completes without suspending while the client reads, so the hub steps it once and
+moves on. Only a frame the client's socket cannot take now is finished by the subscriber's
+own writer, and later events wait in its bounded buffer. The hub never awaits a subscriber.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -22,6 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from . import events
 from .errors import CloseCode, Unavailable
 from .events import Event, Position
+from .wire import Wire
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -61,9 +62,11 @@ class Subscription:
         types: frozenset[str] | None = None,
         post_id: str | None = None,
         expires_at: float | None = None,
+        wire: Wire | None = None,
     ) -> None:
         self._hub = hub
         self._send = send
+        self._wire = wire
         self._pick = pick
         self._types = types
         self._post_id = post_id
@@ -82,6 +85,7 @@ class Subscription:
         self.stalled = False  # closed because a write stalled: cut, do not say goodbye
         self._replayed_to: Position | None = None  # the last id the replay sent
         self._writing: anyio.CancelScope | None = None  # the write in progress
+        self._paused_at: float | None = None  # when the wire stopped taking frames
         # The idle writer waits on a bare future: an anyio Event and a cancel scope per
         # subscriber would cost 1.5 KB each, and most subscribers are idle all the time.
         self._waker: asyncio.Future[bool] | None = None
@@ -106,7 +110,13 @@ class Subscription:
             if not _newer(event, self._replayed_to):
                 return False
             self._replayed_to = None
-        if self.idle:
+        if self.idle and self._wire is not None:
+            if self._wire.write(event.ws_frame):
+                self._wrote(now)
+                return True
+            self.idle = False  # paused or closing: the writer takes it, and the rest in order
+            self._queue(event)
+        elif self.idle:
             try:
                 pending = self._step(event)
             except OSError:  # the peer is gone: its receive loop sees the disconnect
@@ -133,6 +143,11 @@ class Subscription:
             except anyio.WouldBlock:
                 self.close(CloseCode.TOO_SLOW)
         return False
+
+    def _wrote(self, now: float) -> None:
+        self.last_sent = now
+        if self._wire is not None:
+            self._paused_at = now if self._wire.paused else None
 
     def _step(self, event: Event) -> _Resume | None:
         """Start the send; None when it completed at once, else the rest of it to await."""
@@ -272,17 +287,25 @@ class Subscription:
     async def _write(self, item: Event | _Resume) -> None:
         if self.closed:
             return
-        # As in the fan-out: a send that completes at once needs no timer.
-        pending = self._step(item) if isinstance(item, Event) else item
+        # As in the fan-out: a write that completes at once needs no timer.
+        stalled_since = time.monotonic()
+        pending: Awaitable[None] | None
+        if self._wire is not None and isinstance(item, Event):
+            pending = None if self._wire.write(item.ws_frame) else self._wire.send(item.ws_frame)
+            # The stall began when the kernel stopped taking this client's frames.
+            stalled_since = self._paused_at or stalled_since
+        else:
+            pending = self._step(item) if isinstance(item, Event) else item
         if pending is not None:
+            left = stalled_since + STALL_SECONDS - time.monotonic()
             try:
-                with anyio.fail_after(STALL_SECONDS) as self._writing:
+                with anyio.fail_after(max(left, 0.0)) as self._writing:
                     await pending
             finally:
                 self._writing = None
         # A close during the write cancels it: then it may not have completed.
         if self.close_code is None:
-            self.last_sent = time.monotonic()
+            self._wrote(time.monotonic())
             self._hub.metrics.messages_sent.inc()
 
     def _discard_leftovers(self) -> None:
