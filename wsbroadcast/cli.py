@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import signal
@@ -137,6 +138,19 @@ def build_server(settings: Settings, app: Starlette | None = None, **overrides: 
     return Server(uvicorn.Config(app, **options), app)
 
 
+def tune_gc() -> None:
+    """Keep the cyclic collector off what lives long: a third of the CPU at 5,000 connects.
+
+    Every connection adds about 150 long-lived objects, and each full collection walks them
+    all, so with the defaults a wave of connections pays for many walks of a growing heap
+    (bench/README.md). Collect young objects after 10,000 allocations rather than 700, and
+    leave what is alive at startup (modules, the app) out of every collection.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv)
@@ -144,5 +158,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"wsbroadcast: {exc}", file=sys.stderr)
         sys.exit(2)
     server = build_server(settings)
+    tune_gc()
     server.run()
     sys.exit(0 if server.started else 1)
