@@ -80,10 +80,14 @@ class Event:
     id: str | None = None
     position: Position | None = None
     post_id: str | None = None
-    frame: str = field(init=False, repr=False)  # the JSON text of the WebSocket frame
-    ws_frame: bytes = field(init=False, repr=False)  # the whole frame, as the server writes it
-    message: dict[str, Any] = field(init=False, repr=False)  # the ASGI message for /ws
-    sse: dict[str, Any] = field(init=False, repr=False)  # the ASGI message for /sse
+    payload: bytes = field(init=False, repr=False)  # the JSON text every transport sends
+    # The whole WebSocket frame: unmasked and uncompressed, the same bytes go to every
+    # subscriber (see `wire`).
+    ws_frame: bytes = field(init=False, repr=False)
+    # The ASGI messages for the other paths, built on first use: history keeps up to
+    # thousands of events, and most deployments never need them.
+    _message: dict[str, Any] | None = field(init=False, repr=False, default=None)
+    _sse: dict[str, Any] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         envelope: dict[str, Any] = {"type": self.type}
@@ -92,21 +96,33 @@ class Event:
         if self.data is not None:
             envelope["data"] = self.data
         envelope["timestamp"] = self.timestamp
-        raw = orjson.dumps(envelope)
-        frame = raw.decode()
-        if self.type == "heartbeat":  # a comment line: EventSource ignores it, proxies see traffic
-            record = b": heartbeat " + self.timestamp.encode() + b"\n\n"
-        else:
-            record = b"data: " + raw + b"\n\n"
-            if self.id is not None:
-                record = b"id: " + self.id.encode() + b"\n" + record
-        object.__setattr__(self, "frame", frame)
-        # Unmasked and uncompressed, the same bytes go to every subscriber (see `wire`).
-        object.__setattr__(self, "ws_frame", Frame(Opcode.TEXT, raw).serialize(mask=False))
-        object.__setattr__(self, "message", {"type": "websocket.send", "text": frame})
-        object.__setattr__(
-            self, "sse", {"type": "http.response.body", "body": record, "more_body": True}
-        )
+        payload = orjson.dumps(envelope)
+        object.__setattr__(self, "payload", payload)
+        object.__setattr__(self, "ws_frame", Frame(Opcode.TEXT, payload).serialize(mask=False))
+
+    @property
+    def message(self) -> dict[str, Any]:
+        """The ASGI message for a WebSocket subscriber that the wire cannot serve."""
+        if self._message is None:
+            message = {"type": "websocket.send", "text": self.payload.decode()}
+            object.__setattr__(self, "_message", message)
+            return message
+        return self._message
+
+    @property
+    def sse(self) -> dict[str, Any]:
+        """The ASGI message for an SSE subscriber: an `id:`/`data:` record."""
+        if self._sse is None:
+            if self.type == "heartbeat":  # a comment: EventSource ignores it, proxies see traffic
+                record = b": heartbeat " + self.timestamp.encode() + b"\n\n"
+            else:
+                record = b"data: " + self.payload + b"\n\n"
+                if self.id is not None:
+                    record = b"id: " + self.id.encode() + b"\n" + record
+            sse = {"type": "http.response.body", "body": record, "more_body": True}
+            object.__setattr__(self, "_sse", sse)
+            return sse
+        return self._sse
 
     @property
     def is_control(self) -> bool:

@@ -85,7 +85,6 @@ class Subscription:
         self.stalled = False  # closed because a write stalled: cut, do not say goodbye
         self._replayed_to: Position | None = None  # the last id the replay sent
         self._writing: anyio.CancelScope | None = None  # the write in progress
-        self._paused_at: float | None = None  # when the wire stopped taking frames
         # The idle writer waits on a bare future: an anyio Event and a cancel scope per
         # subscriber would cost 1.5 KB each, and most subscribers are idle all the time.
         self._waker: asyncio.Future[bool] | None = None
@@ -112,7 +111,7 @@ class Subscription:
             self._replayed_to = None
         if self.idle and self._wire is not None:
             if self._wire.write(event.ws_frame):
-                self._wrote(now)
+                self.last_sent = now
                 return True
             self.idle = False  # paused or closing: the writer takes it, and the rest in order
             self._queue(event)
@@ -143,11 +142,6 @@ class Subscription:
             except anyio.WouldBlock:
                 self.close(CloseCode.TOO_SLOW)
         return False
-
-    def _wrote(self, now: float) -> None:
-        self.last_sent = now
-        if self._wire is not None:
-            self._paused_at = now if self._wire.paused else None
 
     def _step(self, event: Event) -> _Resume | None:
         """Start the send; None when it completed at once, else the rest of it to await."""
@@ -292,8 +286,8 @@ class Subscription:
         pending: Awaitable[None] | None
         if self._wire is not None and isinstance(item, Event):
             pending = None if self._wire.write(item.ws_frame) else self._wire.send(item.ws_frame)
-            # The stall began when the kernel stopped taking this client's frames.
-            stalled_since = self._paused_at or stalled_since
+            if self._wire.paused:  # since the last frame written: the kernel took it in part
+                stalled_since = self.last_sent
         else:
             pending = self._step(item) if isinstance(item, Event) else item
         if pending is not None:
@@ -305,7 +299,7 @@ class Subscription:
                 self._writing = None
         # A close during the write cancels it: then it may not have completed.
         if self.close_code is None:
-            self._wrote(time.monotonic())
+            self.last_sent = time.monotonic()
             self._hub.metrics.messages_sent.inc()
 
     def _discard_leftovers(self) -> None:

@@ -39,24 +39,28 @@ class Wire:
 
     @property
     def paused(self) -> bool:
-        """The kernel did not take the last frame whole: the next one must wait."""
-        return not self._protocol.writable.is_set()
+        """The kernel did not take the last frame whole: the next one must wait.
 
-    def _closing(self) -> bool:
-        protocol = self._protocol
-        return protocol.close_sent or protocol.disconnected or self._transport.is_closing()
+        With no write buffer allowed, the transport is paused exactly while it holds bytes.
+        """
+        return self._transport.get_write_buffer_size() > 0
 
     def write(self, frame: bytes) -> bool:
         """Write a whole frame now if the transport takes it; never blocks."""
-        if self.paused or self._closing():
+        # The fan-out calls this once per subscriber and event: C calls only.
+        transport = self._transport
+        if transport.get_write_buffer_size() or transport.is_closing():
             return False
-        self._transport.write(frame)
+        if self._protocol.close_sent:
+            return False
+        transport.write(frame)
         return True
 
     async def send(self, frame: bytes) -> None:
         """Write a whole frame once the transport can take it; OSError once it is closing."""
-        while self.paused:
-            await self._protocol.writable.wait()  # set again on connection_lost, too
-        if self._closing():
+        protocol = self._protocol
+        while not protocol.writable.is_set():
+            await protocol.writable.wait()  # set again on connection_lost, too
+        if protocol.close_sent or protocol.disconnected or self._transport.is_closing():
             raise ClientDisconnected("the connection is closing")
         self._transport.write(frame)
