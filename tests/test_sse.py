@@ -80,6 +80,25 @@ async def test_events_arrive_in_order_with_ids_and_the_same_json(service: Servic
     assert set(records[0]["json"]) == {"id", "type", "data", "timestamp"}
 
 
+# WebSocket frames carry their length in 7, 16 or 64 bits; the JSON must not depend on it.
+@pytest.mark.parametrize("size", [10, 200, 70_000], ids=["7-bit", "16-bit", "64-bit"])
+async def test_websocket_and_sse_subscribers_get_the_same_json(start: Start, size: int) -> None:
+    async with (
+        start(max_body_bytes=1 << 20) as svc,
+        svc.subscribe() as ws,
+        sse(svc) as stream,
+    ):
+        await stream.record()  # the retry hint: the stream is subscribed
+        [event_id] = await svc.publish(notice("m" * size))
+        with within(5):
+            text = await ws.recv()
+        record = await stream.event()
+    assert isinstance(text, str)
+    assert record["data"] == text
+    assert orjson.loads(text)["id"] == event_id
+    assert orjson.loads(text)["data"]["message"] == "m" * size
+
+
 async def test_both_prefixes_serve_sse(service: Service) -> None:
     async with sse(service, "/api/v1/sse") as stream:
         [event_id] = await service.publish(blog())

@@ -80,9 +80,8 @@ class Event:
     id: str | None = None
     position: Position | None = None
     post_id: str | None = None
-    payload: bytes = field(init=False, repr=False)  # the JSON text every transport sends
     # The whole WebSocket frame: unmasked and uncompressed, the same bytes go to every
-    # subscriber (see `wire`).
+    # subscriber (see `wire`). The JSON text in it is what every transport sends.
     ws_frame: bytes = field(init=False, repr=False)
     # The ASGI messages for the other paths, built on first use: history keeps up to
     # thousands of events, and most deployments never need them.
@@ -96,9 +95,15 @@ class Event:
         if self.data is not None:
             envelope["data"] = self.data
         envelope["timestamp"] = self.timestamp
+        # Not kept: orjson's bytes can hold many times their length (16 KB for 1 KB here).
         payload = orjson.dumps(envelope)
-        object.__setattr__(self, "payload", payload)
         object.__setattr__(self, "ws_frame", Frame(Opcode.TEXT, payload).serialize(mask=False))
+
+    @property
+    def payload(self) -> bytes:
+        """The JSON text: the frame past its 2, 4 or 10 byte header (RFC 6455 5.2)."""
+        length = self.ws_frame[1] & 0x7F
+        return self.ws_frame[2 if length < 126 else 4 if length == 126 else 10 :]
 
     @property
     def message(self) -> dict[str, Any]:
