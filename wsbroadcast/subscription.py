@@ -285,9 +285,11 @@ class Subscription:
         stalled_since = time.monotonic()
         pending: Awaitable[None] | None
         if self._wire is not None and isinstance(item, Event):
-            pending = None if self._wire.write(item.ws_frame) else self._wire.send(item.ws_frame)
-            if self._wire.paused:  # since the last frame written: the kernel took it in part
-                stalled_since = self.last_sent
+            pending = None
+            if not self._wire.write(item.ws_frame):
+                pending = self._wire.send(item.ws_frame)
+                if self._wire.paused:  # since the last frame written: the kernel took it in part
+                    stalled_since = self.last_sent
         else:
             pending = self._step(item) if isinstance(item, Event) else item
         if pending is not None:

@@ -25,8 +25,8 @@ class Wire:
         self._protocol = protocol
         self._transport: asyncio.WriteTransport = protocol.transport
         # The kernel's socket buffer is the only write buffer: a frame it cannot take whole
-        # pauses the transport at once, so a stall is timed from the first frame a client
-        # stopped taking (the contract's 5 s), not from 64 KiB later.
+        # pauses the transport at once, so a stall (the contract's 5 s) is timed from that
+        # frame, not from 64 KiB later.
         self._transport.set_write_buffer_limits(high=0)
 
     @classmethod
@@ -49,9 +49,7 @@ class Wire:
         """Write a whole frame now if the transport takes it; never blocks."""
         # The fan-out calls this once per subscriber and event: C calls only.
         transport = self._transport
-        if transport.get_write_buffer_size() or transport.is_closing():
-            return False
-        if self._protocol.close_sent:
+        if transport.get_write_buffer_size() or transport.is_closing() or self._protocol.close_sent:
             return False
         transport.write(frame)
         return True
