@@ -68,6 +68,8 @@ async def test_a_never_reading_subscriber_is_closed_with_1013_while_50_others_ge
         healthy = [
             await stack.enter_async_context(svc.subscribe(compression=deflate)) for _ in range(50)
         ]
+        # Otherwise the second case would silently test the direct path again.
+        assert all(bool(ws.protocol.extensions) == compression for ws in healthy)
         stalled = await RawClient.connect(svc.port)
         ids = await publish_while_reading(svc, healthy)
         wire = await stalled.read_to_end()
