@@ -81,7 +81,7 @@ class Event:
     position: Position | None = None
     post_id: str | None = None
     # The whole WebSocket frame: unmasked and uncompressed, the same bytes go to every
-    # subscriber (see `wire`). The JSON text in it is what every transport sends.
+    # subscriber (see `transports`). The JSON text in it is what every transport sends.
     ws_frame: bytes = field(init=False, repr=False)
     # The ASGI messages for the other paths, built on first use: history keeps up to
     # thousands of events, and most deployments never need them.
@@ -107,7 +107,7 @@ class Event:
 
     @property
     def message(self) -> dict[str, Any]:
-        """The ASGI message for a WebSocket subscriber that the wire cannot serve."""
+        """The ASGI message for a WebSocket subscriber whose socket is out of reach."""
         if self._message is None:
             message = {"type": "websocket.send", "text": self.payload.decode()}
             object.__setattr__(self, "_message", message)
@@ -120,6 +120,9 @@ class Event:
         if self._sse is None:
             if self.type == "heartbeat":  # a comment: EventSource ignores it, proxies see traffic
                 record = b": heartbeat " + self.timestamp.encode() + b"\n\n"
+                last_id = self.data.get("last_id") if self.data else None
+                if last_id:  # EventSource keeps it as its last id, dispatching nothing
+                    record = b"id: " + last_id.encode() + b"\n" + record
             else:
                 record = b"data: " + self.payload + b"\n\n"
                 if self.id is not None:
@@ -128,10 +131,6 @@ class Event:
             object.__setattr__(self, "_sse", sse)
             return sse
         return self._sse
-
-    @property
-    def is_control(self) -> bool:
-        return self.id is None
 
 
 def make_event(draft: Draft, position: Position) -> Event:
@@ -146,8 +145,11 @@ def make_event(draft: Draft, position: Position) -> Event:
     )
 
 
-def heartbeat() -> Event:
-    return Event(type="heartbeat", data=None, timestamp=now_timestamp())
+def heartbeat(last_id: str, interval: float) -> Event:
+    """`last_id`: how far the subscriber's stream has got, always a valid `since`."""
+    seconds = int(interval) if interval == int(interval) else interval
+    data = {"last_id": last_id, "interval": seconds}
+    return Event(type="heartbeat", data=data, timestamp=now_timestamp())
 
 
 def resync(head: str, reason: str = "history_expired") -> Event:
