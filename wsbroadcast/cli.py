@@ -122,7 +122,7 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def protocols() -> dict[str, Any]:
+def protocols(settings: Settings) -> dict[str, Any]:
     """uvicorn's protocols with the service's hooks, or uvicorn's own when it lacks a name
     the hooks rely on: then frames go through the plain ASGI send, slower but right."""
     missing = transports.check_uvicorn()
@@ -130,7 +130,7 @@ def protocols() -> dict[str, Any]:
     if not any(name.startswith("WebSocket") for name in missing):
         options["ws"] = transports.WebSocketProtocol
     if not any(name.startswith("HttpTools") for name in missing):
-        options["http"] = transports.HTTPProtocol
+        options["http"] = transports.http_protocol(settings.header_timeout)
     if missing:
         logger.warning(
             "uvicorn %s lacks %s: running without the service's hooks into it (slower "
@@ -159,7 +159,7 @@ def check_fd_limit(settings: Settings) -> None:
 def build_server(settings: Settings, app: Starlette | None = None, **overrides: Any) -> Server:
     app = app or create_app(settings)
     options = uvicorn_options()
-    options.update(protocols())
+    options.update(protocols(settings))
     options.update(
         host=settings.host,
         port=settings.port,

@@ -334,6 +334,7 @@ class HTTPProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with a deadline on each request's headers (uvicorn has
     none: a client could hold connections open forever) and its connection in the scope."""
 
+    header_seconds = HEADER_SECONDS
     header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -364,12 +365,17 @@ class HTTPProtocol(HttpToolsProtocol):
 
     def _arm(self) -> None:
         if self.header_timer is None:
-            self.header_timer = self.loop.call_later(HEADER_SECONDS, self.transport.abort)
+            self.header_timer = self.loop.call_later(self.header_seconds, self.transport.abort)
 
     def _disarm(self) -> None:
         if self.header_timer is not None:
             self.header_timer.cancel()
             self.header_timer = None
+
+
+def http_protocol(header_seconds: float) -> type[HTTPProtocol]:
+    """HTTPProtocol with another header deadline (WSB_HEADER_TIMEOUT)."""
+    return type("HTTPProtocol", (HTTPProtocol,), {"header_seconds": header_seconds})
 
 
 FD_HEADROOM = 64  # descriptors beside connections: listeners, Redis, logs, the loop
