@@ -80,6 +80,9 @@ class Event:
     id: str | None = None
     position: Position | None = None
     post_id: str | None = None
+    # A heartbeat's `id:` line for SSE: a filtered stream's position moves past the last
+    # id it sent, and EventSource resumes from the last id it kept.
+    sse_id: str | None = None
     # The whole WebSocket frame: unmasked and uncompressed, the same bytes go to every
     # subscriber (see `transports`). The JSON text in it is what every transport sends.
     ws_frame: bytes = field(init=False, repr=False)
@@ -120,9 +123,8 @@ class Event:
         if self._sse is None:
             if self.type == "heartbeat":  # a comment: EventSource ignores it, proxies see traffic
                 record = b": heartbeat " + self.timestamp.encode() + b"\n\n"
-                last_id = self.data.get("last_id") if self.data else None
-                if last_id:  # EventSource keeps it as its last id, dispatching nothing
-                    record = b"id: " + last_id.encode() + b"\n" + record
+                if self.sse_id:  # EventSource keeps it as its last id, dispatching nothing
+                    record = b"id: " + self.sse_id.encode() + b"\n" + record
             else:
                 record = b"data: " + self.payload + b"\n\n"
                 if self.id is not None:
@@ -145,11 +147,12 @@ def make_event(draft: Draft, position: Position) -> Event:
     )
 
 
-def heartbeat(last_id: str, interval: float) -> Event:
+def heartbeat(last_id: str, interval: float, *, filtered: bool = False) -> Event:
     """`last_id`: how far the subscriber's stream has got, always a valid `since`."""
     seconds = int(interval) if interval == int(interval) else interval
     data = {"last_id": last_id, "interval": seconds}
-    return Event(type="heartbeat", data=data, timestamp=now_timestamp())
+    sse_id = last_id if filtered and last_id else None
+    return Event(type="heartbeat", data=data, timestamp=now_timestamp(), sse_id=sse_id)
 
 
 def resync(head: str, reason: str = "history_expired") -> Event:

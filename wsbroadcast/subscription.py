@@ -238,7 +238,8 @@ class Subscription:
         if reached is None:  # nothing fanned out since this process started
             reached = Position.parse(await self._needs.broker.head())
         self._reached = reached
-        return events.heartbeat(str(reached) if reached else "", self._needs.heartbeat_seconds)
+        last_id = str(reached) if reached else ""
+        return events.heartbeat(last_id, self._needs.heartbeat_seconds, filtered=self._filtered)
 
     async def _idle(self) -> bool:
         """Wait until roused (True) or until a heartbeat or the token expiry is due (False)."""
