@@ -39,7 +39,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        broker = from_url(settings.broker_url, settings.history_size)
+        broker = from_url(
+            settings.broker_url,
+            settings.history_size,
+            settings.history_bytes,
+            settings.backlog_bytes,
+        )
         hub = Hub(
             broker,
             app.state.metrics,

@@ -99,6 +99,12 @@ async def publish(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
         raise InvalidBody(f"Idempotency-Key: must be 1 to {MAX_KEY_LENGTH} characters")
+    if key is not None and not dry_run:
+        # A repeat answers the first 202 whatever its body (contract): before reading it.
+        ids = await hub.broker.seen(key)
+        if ids is not None:
+            logger.debug("published %d event(s) (repeated key)", len(ids))
+            return JSONResponse({"ids": ids}, 202)
     body = await read_body(request, settings.max_body_bytes)
     drafts = parse_batch(body, strict_types=settings.strict_types)
     if dry_run:

@@ -17,6 +17,7 @@ from websockets.frames import Frame, Opcode
 from .errors import InvalidBody, InvalidEvent, InvalidJSON, TooLarge
 
 MAX_BATCH = 500
+MAX_POST_ID = 256
 KNOWN_TYPES = ("blog_update", "comment_update", "system_notification")
 RESERVED_TYPES = frozenset({"heartbeat", "resync"})
 TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
@@ -221,6 +222,10 @@ def parse_event(
                 raise InvalidEvent(f"{where}data.{name}: must be a non-empty string")
         elif value not in allowed:
             raise InvalidEvent(f"{where}data.{name}: must be one of {', '.join(allowed)}")
+    post_id = data.get("post_id")
+    if isinstance(post_id, str) and len(post_id) > MAX_POST_ID:
+        # A filter is at most 256 characters long: it could never match this.
+        raise InvalidEvent(f"{where}data.post_id: must be at most {MAX_POST_ID} characters")
     timestamp = raw.get("timestamp")
     if timestamp is None:
         stamp = now or now_timestamp()

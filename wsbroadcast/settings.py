@@ -133,6 +133,8 @@ class Settings:
         ("http://localhost:3000", "http://127.0.0.1:3000"), _origins
     )
     history_size: int = setting(1000, _count)
+    history_bytes: int = setting(64 << 20, _count)
+    backlog_bytes: int = setting(32 << 20, _count)
     client_buffer: int = setting(256, _count)
     max_connections: int = setting(10000, _count)
     connect_rate: float = setting(20.0, _positive)

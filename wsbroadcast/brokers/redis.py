@@ -199,6 +199,13 @@ class RedisBroker:
         # Redis's clock minus our monotonic one, in seconds: deadlines in Redis's terms.
         self._clock_offset: float | None = None
 
+    async def seen(self, key: str) -> list[str] | None:
+        async with _bounded("publish"):
+            joined = await self._redis.get(KEY_PREFIX + key)
+        if not joined:
+            return None
+        return (joined.decode() if isinstance(joined, bytes) else joined).split(" ")
+
     async def append(self, drafts: Sequence[Draft], key: str | None = None) -> Appended:
         blobs = [
             orjson.dumps({"type": d.type, "data": d.data, "timestamp": d.timestamp}) for d in drafts
