@@ -84,3 +84,12 @@ async def test_an_idempotency_keys_answer_is_kept_compactly() -> None:
     repeated = await broker.append([big("other", 10)], key="batch")
     assert (repeated.ids, repeated.repeated) == (ids, True)
     await broker.aclose()
+
+
+def test_a_refusals_close_reason_fits_a_close_frame() -> None:
+    from wsbroadcast.errors import CloseCode, Refused, Unauthorized
+
+    reason = "the subscriber token is invalid: " + "é" * 200
+    refusal = Refused(CloseCode.UNAUTHORIZED, reason, Unauthorized(reason))
+    assert len(refusal.close_reason.encode()) <= 123
+    assert reason.startswith(refusal.close_reason)

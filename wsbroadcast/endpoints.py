@@ -163,7 +163,7 @@ class Subscribe(WebSocketEndpoint):
             self.code = refusal.code
             with contextlib.suppress(WebSocketDisconnect, OSError):
                 await websocket.accept(subprotocol)
-                await websocket.close(refusal.code, refusal.reason)
+                await websocket.close(refusal.code, refusal.close_reason)
             logger.warning(
                 "subscriber %s refused: %d %s",
                 client_address(websocket),

@@ -178,7 +178,9 @@ def loads(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(f"body is not valid JSON: {exc}") from None
+        # Older orjson words the nesting limit otherwise: one message whatever the version.
+        reason = str(exc).replace("array and object recursion depth", "depth limit")
+        raise InvalidJSON(f"body is not valid JSON: {reason}") from None
 
 
 def parse_batch(body: bytes, *, strict_types: bool = True, now: str | None = None) -> list[Draft]:
