@@ -52,7 +52,7 @@ class Position(NamedTuple):
         """The position an id names, or None when it is not an id at all."""
         epoch, sep, place = raw.rpartition(":")
         ms, dash, seq = place.partition("-")
-        if not (sep and dash and epoch.isalnum() and epoch.isascii()):
+        if not (sep and dash and raw.isascii() and epoch.isalnum()):  # isdigit() takes "²"
             return None
         if not (ms.isdigit() and seq.isdigit() and len(ms) < 20 and len(seq) < 20):
             return None
