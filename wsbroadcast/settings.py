@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from starlette.config import Config
 
@@ -41,12 +42,14 @@ class Settings:
     max_body_bytes: int = 65536
     heartbeat_seconds: float = 25.0
     strict_types: bool = True
+    outbox_url: str | None = None
     log_level: LogLevel = "info"
     websocket_enabled: bool = True
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log line."""
-        return tuple(s for s in (self.publish_token, self.jwt_secret) if s)
+        outbox_password = urlsplit(self.outbox_url).password if self.outbox_url else None
+        return tuple(s for s in (self.publish_token, self.jwt_secret, outbox_password) if s)
 
 
 def env_names() -> dict[str, str]:
@@ -118,6 +121,14 @@ def _broker_url(raw: str) -> str:
     raise ValueError("is not a broker URL (memory:// or redis://host:port/db)")
 
 
+def _outbox_url(raw: str) -> str | None:
+    if not raw:
+        return None  # an empty value means unset
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise ValueError("is not a postgresql://user:password@host:port/database URL")
+    return raw
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     if not origins:
@@ -164,10 +175,11 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "max_body_bytes": _count,
     "heartbeat_seconds": _seconds,
     "strict_types": _bool,
+    "outbox_url": _outbox_url,
     "log_level": _log_level,
     "websocket_enabled": _bool,
 }
-SECRET_FIELDS = frozenset({"publish_token", "jwt_secret"})
+SECRET_FIELDS = frozenset({"publish_token", "jwt_secret", "outbox_url"})  # a URL holds a password
 
 
 def _parse(field: str, raw: str, source: str) -> Any:

@@ -1,0 +1,541 @@
+"""The Postgres outbox: rows committed to `wsb_outbox` go out once each, in id order.
+
+Real PostgreSQL throughout: a fresh database per test on the machine's server, or, for
+the outage, the test's own cluster that it stops and starts (tests/postgres_server.py).
+Instances are real servers; the kill test runs them as processes on a real redis-server.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import psycopg
+import pytest
+import websockets
+from anyio.to_thread import run_sync
+
+from tests.conftest import (
+    FACTOR,
+    Process,
+    eventually,
+    free_port,
+    notice,
+    receive,
+    receive_n,
+    running,
+)
+from tests.postgres_server import Cluster, fresh_database
+from tests.redis_server import RedisServer
+from wsbroadcast.outbox import RELAY_LOCK, ensure_schema, hide_password
+from wsbroadcast.settings import SettingsError, load_settings
+
+pytestmark = pytest.mark.anyio
+
+Conn = psycopg.AsyncConnection[Any]
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[str]:
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def row(seq: int, post_id: str = "p1") -> tuple[str, str]:
+    return "blog_update", orjson.dumps(
+        {"post_id": post_id, "action": "created", "seq": seq}
+    ).decode()
+
+
+async def insert(conn: Conn, *rows: tuple[str, str]) -> None:
+    await conn.cursor().executemany("INSERT INTO wsb_outbox (type, data) VALUES (%s, %s)", rows)
+
+
+async def scalar(url: str, query: str, params: Any = None) -> Any:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        found = await (await conn.execute(query, params)).fetchone()
+        return found[0] if found else None
+
+
+async def holder(url: str) -> str | None:
+    """The application_name of the session holding the relay lock, if any."""
+    return await scalar(  # type: ignore[no-any-return]
+        url,
+        """SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s
+             AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database
+                                                  WHERE datname = current_database())""",
+        [RELAY_LOCK >> 32, RELAY_LOCK & 0xFFFFFFFF],
+    )
+
+
+async def relaying(url: str, seconds: float = 10) -> str:
+    """Wait for a relay to hold the lock (its tables made); who it is."""
+    found: list[str] = []
+
+    async def held() -> bool:
+        name = await holder(url)
+        if name is not None:
+            found.append(name)
+        return name is not None
+
+    await eventually(held, seconds)
+    return found[-1]
+
+
+async def empty(url: str) -> bool:
+    return await scalar(url, "SELECT count(*) FROM wsb_outbox") == 0  # type: ignore[no-any-return]
+
+
+def seqs(messages: list[dict[str, Any]]) -> list[int]:
+    return [m["data"]["seq"] for m in messages if m["type"] == "blog_update"]
+
+
+# --- one instance ---------------------------------------------------------------------
+
+
+async def test_a_committed_insert_is_delivered_and_a_rolled_back_one_is_not(database: str) -> None:
+    async with running(outbox_url=database) as svc, svc.subscribe() as ws:
+        await relaying(database)
+        async with await psycopg.AsyncConnection.connect(database) as conn:
+            async with conn.transaction(force_rollback=True):
+                await insert(conn, row(1))
+            async with conn.transaction():
+                await insert(conn, row(2))
+        message = await receive(ws)
+        assert message["type"] == "blog_update"
+        assert message["data"] == {"post_id": "p1", "action": "created", "seq": 2}
+        assert message["id"]  # the broker's id, like any event
+        await eventually(lambda: empty(database))
+        metrics = await svc.metrics()
+    assert "wsb_outbox_relayed_total 1.0" in metrics
+    assert "wsb_outbox_up 1.0" in metrics
+    assert "wsb_outbox_lag_seconds_count 1.0" in metrics
+
+
+async def test_ten_thousand_rows_in_twenty_transactions_arrive_in_id_order_each_once(
+    database: str,
+) -> None:
+    total, per_transaction = 10_000, 500
+    async with (
+        running(outbox_url=database, client_buffer=total) as svc,
+        websockets.connect(svc.ws_url(), max_queue=None, open_timeout=10 * FACTOR) as ws,
+    ):
+        await relaying(database)
+        async with await psycopg.AsyncConnection.connect(database) as conn:
+            for start in range(0, total, per_transaction):
+                async with conn.transaction():
+                    await conn.execute(
+                        """INSERT INTO wsb_outbox (type, data)
+                           SELECT 'blog_update', jsonb_build_object(
+                               'post_id', 'p1', 'action', 'updated', 'seq', n)
+                           FROM generate_series(%s::int, %s::int) AS n ORDER BY n""",
+                        [start, start + per_transaction - 1],
+                    )
+        messages = await receive_n(ws, total, seconds=60)
+        await eventually(lambda: empty(database))
+        metrics = await svc.metrics()
+    assert seqs(messages) == list(range(total))
+    assert len({m["id"] for m in messages}) == total
+    assert f"wsb_outbox_relayed_total {float(total)}" in metrics
+    assert await scalar(database, "SELECT count(*) FROM wsb_outbox_relay") == 0
+
+
+async def test_a_bad_row_moves_to_the_dead_table_and_the_rows_behind_it_are_delivered(
+    database: str,
+) -> None:
+    async with running(outbox_url=database) as svc, svc.subscribe() as ws:
+        await relaying(database)
+        async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+            await insert(
+                conn,
+                ("comment_update", '{"post_id": "p1", "action": "created"}'),
+                ("no_such_type", '{"post_id": "p1"}'),
+                ("blog_update", '["not", "an", "object"]'),
+                row(1),
+            )
+        message = await receive(ws)
+        assert seqs([message]) == [1]
+        await eventually(lambda: empty(database))
+        metrics = await svc.metrics()
+        async with await psycopg.AsyncConnection.connect(database) as conn:
+            dead = await (
+                await conn.execute("SELECT type, data, error FROM wsb_outbox_dead ORDER BY id")
+            ).fetchall()
+    assert [(kind, error) for kind, _, error in dead] == [
+        ("comment_update", "data.comment_id: must be a non-empty string"),
+        ("no_such_type", "type: unknown type 'no_such_type' (known: blog_update, "
+         "comment_update, system_notification)"),
+        ("blog_update", "data: must be an object"),
+    ]  # fmt: skip
+    assert dead[0][1] == {"post_id": "p1", "action": "created"}  # kept as written
+    assert "wsb_outbox_dead_total 3.0" in metrics
+    assert "wsb_outbox_relayed_total 1.0" in metrics
+
+
+async def test_a_row_without_a_timestamp_goes_out_stamped_with_its_created_at(
+    database: str,
+) -> None:
+    async with running(outbox_url=database) as svc, svc.subscribe() as ws:
+        await relaying(database)
+        async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+            await conn.execute(
+                """INSERT INTO wsb_outbox (type, data, created_at) VALUES
+                   ('blog_update', '{"post_id": "p", "action": "created"}',
+                    '2026-01-02 03:04:05.25+02')"""
+            )
+            await conn.execute(
+                """INSERT INTO wsb_outbox (type, data, "timestamp") VALUES
+                   ('blog_update', '{"post_id": "p", "action": "deleted"}',
+                    '2026-05-06 07:08:09Z')"""
+            )
+        first, second = await receive_n(ws, 2)
+    assert first["timestamp"] == "2026-01-02T01:04:05.250000Z"
+    assert second["timestamp"] == "2026-05-06T07:08:09Z"
+
+
+async def test_instances_starting_at_once_create_one_table_and_one_trigger(database: str) -> None:
+    gate = anyio.Event()
+
+    async def start() -> None:
+        async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+            await gate.wait()
+            await ensure_schema(conn)
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(6):
+            tasks.start_soon(start)
+        await anyio.sleep(0.2)  # let every connection open; the race is the DDL's
+        gate.set()
+    assert await scalar(database, "SELECT count(*) FROM pg_class WHERE relname = 'wsb_outbox'") == 1
+    assert (
+        await scalar(database, "SELECT count(*) FROM pg_trigger WHERE tgname = 'wsb_outbox_notify'")
+        == 1
+    )
+
+
+# --- several instances on Redis, killed at each step ---------------------------------
+
+
+class Instance:
+    """`python -m wsbroadcast` on Redis, relaying the outbox under its own application_name."""
+
+    def __init__(self, name: str, redis_url: str, database: str) -> None:
+        self.name = name
+        self.port = free_port()
+        self.env = {
+            "WSB_PORT": str(self.port),
+            "WSB_BROKER_URL": redis_url,
+            "WSB_OUTBOX_URL": f"{database}?application_name={name}",
+            "WSB_LOG_LEVEL": "info",
+        }
+        self.process = Process([sys.executable, "-m", "wsbroadcast"], self.env)
+
+    def kill(self) -> None:
+        self.process.popen.send_signal(signal.SIGKILL)
+        self.process.popen.wait(10 * FACTOR)
+
+    def restart(self) -> None:
+        self.process = Process([sys.executable, "-m", "wsbroadcast"], self.env)
+
+    def stop(self) -> None:
+        if self.process.popen.poll() is None:
+            self.process.popen.kill()
+            self.process.popen.wait(10)
+        if self.process.popen.stdout:
+            self.process.popen.stdout.close()
+
+
+async def waiting_on_a_lock(url: str, name: str) -> bool:
+    return bool(
+        await scalar(
+            url,
+            """SELECT count(*) FROM pg_stat_activity
+               WHERE application_name = %s AND wait_event_type = 'Lock'""",
+            [name],
+        )
+    )
+
+
+async def test_killing_the_relaying_instance_at_each_step_publishes_every_row_exactly_once(
+    database: str, redis_server: RedisServer
+) -> None:
+    instances = {n: Instance(n, redis_server.url, database) for n in ("relay-a", "relay-b")}
+    seq = 0
+    takeovers: list[float] = []
+
+    async def add(conn: Conn, count: int) -> list[int]:
+        nonlocal seq
+        await insert(conn, *(row(seq + i) for i in range(count)))
+        seq += count
+        ids = await (await conn.execute("SELECT id FROM wsb_outbox ORDER BY id")).fetchall()
+        return [i for (i,) in ids]
+
+    async def kill(name: str) -> float:
+        await run_sync(instances[name].kill)
+        return time.monotonic()
+
+    async def taken_over(name: str, killed_at: float) -> None:
+        # Another takes over: the contract's 5 s, measured from the SIGKILL.
+        await eventually(lambda: _held_by_other(name), 10)
+        takeovers.append(time.monotonic() - killed_at)
+        await run_sync(instances[name].restart)
+
+    async def _held_by_other(name: str) -> bool:
+        return await holder(database) not in (None, name)
+
+    try:
+        for instance in instances.values():
+            await run_sync(instance.process.wait_ready)
+        # Both started at once on an empty database: one table, one trigger, one relay.
+        name = await relaying(database)
+        assert (
+            await scalar(database, "SELECT count(*) FROM pg_class WHERE relname = 'wsb_outbox'")
+            == 1
+        )
+        assert (
+            await scalar(
+                database, "SELECT count(*) FROM pg_trigger WHERE tgname = 'wsb_outbox_notify'"
+            )
+            == 1
+        )
+        assert (
+            await scalar(
+                database,
+                "SELECT count(*) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND granted AND objid = %s",
+                [RELAY_LOCK & 0xFFFFFFFF],
+            )
+            == 1
+        )
+        head = orjson.loads(
+            await anyio.to_thread.run_sync(_get, instances["relay-a"].port, "/events/head")
+        )["id"]
+
+        async with (
+            await psycopg.AsyncConnection.connect(database, autocommit=True) as blog,
+            await psycopg.AsyncConnection.connect(database, autocommit=True) as gate,
+            await psycopg.AsyncConnection.connect(database, autocommit=True) as rows_gate,
+        ):
+            await add(blog, 2)  # relayed as usual
+            await eventually(lambda: empty(database))
+
+            # 1. After reading: the relay cannot mark its batch in flight.
+            name = await relaying(database)
+            async with gate.transaction():
+                await gate.execute("LOCK TABLE wsb_outbox_relay IN SHARE MODE")
+                await add(blog, 3)
+                await eventually(lambda: waiting_on_a_lock(database, name))
+                killed_at = await kill(name)
+            await taken_over(name, killed_at)
+
+            # 2 and 3. After appending, before removing; and after removing part of the batch:
+            # the relay is held before it marks the batch, a row of it is locked, then it goes.
+            for locked in ("first", "last"):
+                name = await relaying(database)
+                await eventually(lambda: empty(database))
+                async with gate.transaction():
+                    await gate.execute("LOCK TABLE wsb_outbox_relay IN SHARE MODE")
+                    ids = await add(blog, 3)
+                    await eventually(lambda n=name: waiting_on_a_lock(database, n))
+                    target = ids[0] if locked == "first" else ids[-1]
+                    await rows_gate.execute("BEGIN")
+                    await rows_gate.execute(
+                        "SELECT 1 FROM wsb_outbox WHERE id = %s FOR UPDATE", [target]
+                    )
+                # The batch is now in flight, appended, and its removal waits on the row.
+                await eventually(lambda s=seq: _in_stream(redis_server.url, s - 1))
+                await eventually(lambda n=name: waiting_on_a_lock(database, n))
+                killed_at = await kill(name)
+                await rows_gate.execute("COMMIT")
+                await taken_over(name, killed_at)
+
+            # 4. Marked in flight, not yet appended: Redis stops answering.
+            name = await relaying(database)
+            await eventually(lambda: empty(database))
+            await run_sync(redis_server.freeze)
+            try:
+                await add(blog, 3)
+                await eventually(
+                    lambda: _positive(database, "SELECT count(*) FROM wsb_outbox_relay")
+                )
+                killed_at = await kill(name)
+            finally:
+                await run_sync(redis_server.thaw)
+            await taken_over(name, killed_at)
+
+            # 5. The relay's connection is cut: a relay holds the lock again within 5 s.
+            name = await relaying(database)
+            await gate.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                [name],
+            )
+            cut_at = time.monotonic()
+            await relaying(database, 10)
+            takeovers.append(time.monotonic() - cut_at)
+            await add(blog, 2)
+            await eventually(lambda: empty(database), 20)
+            assert await scalar(database, "SELECT count(*) FROM wsb_outbox_relay") == 0
+
+        # Every row once, in id order, in the stream every instance serves.
+        survivor = next(i for i in instances.values() if i.process.popen.poll() is None)
+        await run_sync(survivor.process.wait_ready)
+        async with websockets.connect(
+            f"ws://127.0.0.1:{survivor.port}/ws?since={head}", open_timeout=10 * FACTOR
+        ) as ws:
+            messages = await receive_n(ws, seq, seconds=20)
+        assert seqs(messages) == list(range(seq))
+        assert all(t < 5 for t in takeovers), takeovers
+    finally:
+        for instance in instances.values():
+            instance.stop()
+
+
+def _get(port: int, path: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5 * FACTOR) as answer:
+        body: bytes = answer.read()
+        return body
+
+
+async def _positive(url: str, query: str) -> bool:
+    return bool(await scalar(url, query))
+
+
+async def _in_stream(redis_url: str, wanted: int) -> bool:
+    import redis.asyncio
+
+    async with redis.asyncio.Redis.from_url(redis_url) as r:
+        entries = await r.xrange("wsbroadcast:stream")
+    return any(orjson.loads(f[b"event"])["data"].get("seq") == wanted for _, f in entries)
+
+
+# --- Postgres down --------------------------------------------------------------------
+
+
+async def test_postgres_stopped_for_5_s_under_load_catches_up_in_order_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cluster = Cluster(free_port())
+    password = "s3cret-outbox-pass"
+    try:
+        await run_sync(cluster.init)
+        await run_sync(cluster.start)
+        plain = cluster.url
+        url = plain.replace("postgres@", f"postgres:{password}@")
+        confirmed: list[int] = []
+        unsure: set[int] = set()
+        loading = True
+
+        async def load() -> None:
+            seq = 0
+            conn: Conn | None = None
+            while loading:
+                try:
+                    if conn is None or conn.closed:
+                        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+                except psycopg.OperationalError:
+                    await anyio.sleep(0.1)
+                    continue
+                try:
+                    await insert(conn, row(seq))
+                    confirmed.append(seq)
+                except psycopg.OperationalError:
+                    unsure.add(seq)  # the commit's outcome is unknown
+                    await conn.close()
+                seq += 1
+                await anyio.sleep(0.01)  # the load's pace: 100 rows a second, at most
+            if conn is not None:
+                await conn.close()
+
+        async with (
+            running(outbox_url=url, client_buffer=10_000) as svc,
+            websockets.connect(svc.ws_url(), max_queue=None, open_timeout=10 * FACTOR) as ws,
+            anyio.create_task_group() as tasks,
+        ):
+            received: list[int] = []
+
+            async def read() -> None:
+                while True:
+                    received.extend(seqs([await receive(ws, 60)]))
+
+            await relaying(plain)
+            tasks.start_soon(read)
+            tasks.start_soon(load)
+            await eventually(lambda: _count_at_least(received, 20))
+            caplog.clear()
+            down_at = time.monotonic()
+            await run_sync(cluster.stop)
+
+            async def down() -> bool:
+                return "wsb_outbox_up 0.0" in await svc.metrics()
+
+            await eventually(down)
+            # The HTTP API goes on.
+            assert (await svc.http.post("/events", json=notice("still here"))).status_code == 202
+            assert (await svc.http.get("/healthz")).status_code == 200
+            await anyio.sleep(max(0.0, 5 - (time.monotonic() - down_at)))  # the outage: 5 s
+            await run_sync(cluster.start)
+            before = len(confirmed)
+            await eventually(lambda: _count_at_least(confirmed, before + 20), 20)
+            loading = False
+            await eventually(lambda: _count_at_least(received, len(confirmed)), 30)
+            # Nothing more comes: every row went out exactly once.
+            await eventually(lambda: empty(plain))
+            assert "wsb_outbox_up 1.0" in await svc.metrics()
+            tasks.cancel_scope.cancel()
+        assert received == sorted(set(received)), "out of order or repeated"
+        assert set(confirmed) <= set(received) <= set(confirmed) | unsure
+        outbox_logs = [r for r in caplog.records if r.name == "wsbroadcast.outbox"]
+        unreachable = [r for r in outbox_logs if "unreachable" in r.getMessage()]
+        assert len(unreachable) == 1, [r.getMessage() for r in outbox_logs]
+        assert all(password not in r.getMessage() for r in caplog.records)
+        assert "***" in unreachable[0].getMessage()
+    finally:
+        await run_sync(cluster.remove)
+
+
+async def _count_at_least(items: list[int], count: int) -> bool:
+    return len(items) >= count
+
+
+# --- the setting ----------------------------------------------------------------------
+
+
+def test_the_outbox_url_setting_refuses_other_schemes_without_showing_the_password() -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings([], {"WSB_OUTBOX_URL": "mysql://blog:hunter2@db/blog"}, env_file=None)
+    assert str(refused.value).startswith("WSB_OUTBOX_URL: ")
+    assert "hunter2" not in str(refused.value)
+    settings = load_settings(
+        [], {"WSB_OUTBOX_URL": "postgresql://blog:hunter2@db/blog"}, env_file=None
+    )
+    assert settings.outbox_url == "postgresql://blog:hunter2@db/blog"
+    assert "hunter2" in settings.secrets()  # so every log line hides it
+    assert load_settings([], {"WSB_OUTBOX_URL": ""}, env_file=None).outbox_url is None
+
+
+def test_a_logged_url_hides_its_password() -> None:
+    assert hide_password("postgresql://blog:hunter2@db:5432/blog") == (
+        "postgresql://blog:***@db:5432/blog"
+    )
+    assert hide_password("postgresql://db/blog?user=u&password=hunter2") == (
+        "postgresql://db/blog?user=u&password=***"
+    )
+    assert hide_password("postgresql://db/blog") == "postgresql://db/blog"

@@ -1,0 +1,321 @@
+"""The Postgres outbox relay: publish what the blog's transactions committed to `wsb_outbox`.
+
+One relay at a time (an advisory lock on its connection); each batch is written down as
+in flight before it is appended with its own idempotency key, so a redo publishes nothing
+twice. How and why: docs/outbox.md. psycopg is imported only when a URL is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import orjson
+from anyio.abc import TaskStatus
+
+from .errors import InvalidEvent, ServiceError, Unavailable
+from .events import MAX_BATCH, Draft, format_timestamp, parse_event
+from .hub import Hub
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+logger = logging.getLogger("wsbroadcast.outbox")
+
+CHANNEL = "wsb_outbox"
+RELAY_LOCK = 0x7773_626F_7574_0001  # pg_advisory_lock key: the relay's, one holder at a time
+SCHEMA_LOCK = 0x7773_626F_7574_0002  # serialises the DDL of instances starting at once
+KEY_PREFIX = "wsb-outbox:"  # the broker's idempotency key for a batch: this + its nonce
+POLL_SECONDS = 1.0  # a missed notification is found within this
+STANDBY_SECONDS = 1.0  # a standby tries the lock this often: take-over well within 5 s
+STEP_SECONDS = 10.0  # one round trip to Postgres, at most; past it the connection is dropped
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 2.0
+
+# Idempotent, and run under SCHEMA_LOCK: `IF NOT EXISTS` alone races (two instances
+# starting at once can both create the type of one table). docs/outbox.md has the same DDL.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS wsb_outbox (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    type text NOT NULL,
+    data jsonb NOT NULL,
+    "timestamp" timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS wsb_outbox_dead (
+    id bigint NOT NULL,
+    type text,
+    data jsonb,
+    "timestamp" timestamptz,
+    created_at timestamptz,
+    error text NOT NULL,
+    failed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS wsb_outbox_relay (
+    nonce text PRIMARY KEY,
+    ids bigint[] NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE OR REPLACE FUNCTION wsb_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('wsb_outbox', '');
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER wsb_outbox_notify AFTER INSERT ON wsb_outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION wsb_outbox_notify();
+"""
+
+# Everything the relay needs, so a migration-managed schema is left untouched.
+PRESENT = """
+SELECT to_regclass('wsb_outbox') IS NOT NULL
+   AND to_regclass('wsb_outbox_dead') IS NOT NULL
+   AND to_regclass('wsb_outbox_relay') IS NOT NULL
+   AND EXISTS (SELECT 1 FROM pg_trigger
+               WHERE tgrelid = to_regclass('wsb_outbox') AND tgname = 'wsb_outbox_notify')
+"""
+
+# The row's age on Postgres's own clock: the lag metric holds across clock skew.
+READ = """
+SELECT id, type, data::text, "timestamp", created_at,
+       extract(epoch FROM clock_timestamp() - created_at)::float8
+FROM wsb_outbox {where} ORDER BY id LIMIT %s
+"""
+
+MOVE_DEAD = """
+WITH moved AS (
+    DELETE FROM wsb_outbox o USING unnest(%s::bigint[], %s::text[]) AS e(id, error)
+    WHERE o.id = e.id
+    RETURNING o.id, o.type, o.data, o."timestamp", o.created_at, e.error
+)
+INSERT INTO wsb_outbox_dead (id, type, data, "timestamp", created_at, error)
+SELECT * FROM moved
+"""
+
+
+def hide_password(url: str) -> str:
+    """The URL as it may be logged: any password replaced."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    query = "&".join(
+        "password=***" if item.lower().startswith("password=") else item
+        for item in parts.query.split("&")
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+async def ensure_schema(conn: AsyncConnection[Any]) -> None:
+    """Create the tables and the trigger when missing; safe when instances start at once."""
+    with anyio.fail_after(STEP_SECONDS):
+        row = await (await conn.execute(PRESENT)).fetchone()
+        if row is not None and row[0]:
+            return
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEMA_LOCK])
+            await conn.execute(SCHEMA)
+    logger.info("outbox: created the wsb_outbox tables and trigger")
+
+
+class Relay:
+    """Relays `wsb_outbox` to the hub while this instance holds the relay lock."""
+
+    def __init__(self, url: str, hub: Hub, metrics: Metrics, *, strict_types: bool) -> None:
+        self.url = url
+        self.hub = hub
+        self.metrics = metrics
+        self.strict_types = strict_types
+        self._shown = hide_password(url)
+        self._secret = urlsplit(url).password or ""
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect, wait for the lock, relay; on any failure reconnect with backoff. Never ends."""
+        import psycopg
+
+        task_status.started()
+        failures = 0
+        while True:
+            try:
+                async with await self._connect() as conn:
+                    self.metrics.outbox_up.set(1)
+                    if failures:
+                        logger.info("outbox: Postgres is back at %s", self._shown)
+                    failures = 0
+                    await ensure_schema(conn)
+                    await self._lead(conn)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                self.metrics.outbox_up.set(0)
+                if not failures:  # once per outage
+                    logger.warning(
+                        "outbox: Postgres at %s is unreachable (%s); retrying with backoff",
+                        self._shown,
+                        self._redact(exc),
+                    )
+                failures += 1
+                delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(failures - 1, 10))
+                await anyio.sleep(delay * random.uniform(0.5, 1.0))
+            except Exception:  # a bug must not stop the service: log it, start over
+                self.metrics.outbox_up.set(0)
+                logger.exception("outbox: the relay failed; starting over")
+                failures = 0
+                await anyio.sleep(BACKOFF_MAX)
+
+    def _redact(self, exc: BaseException) -> str:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return text.replace(self._secret, "***") if self._secret else text
+
+    async def _connect(self) -> AsyncConnection[Any]:
+        from psycopg import AsyncConnection
+
+        with anyio.fail_after(STEP_SECONDS):
+            # The URL's own application_name wins (the tests name each instance so).
+            conn = await AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=int(STEP_SECONDS / 2)
+            )
+            try:
+                if "application_name=" not in self.url:
+                    await conn.execute("SET application_name = 'wsbroadcast'")
+                # The server finds a relay that died or vanished, and frees its lock, within
+                # seconds: a dead client socket is checked even while a query waits.
+                await conn.execute(
+                    "SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1;"
+                    " SET tcp_keepalives_count = 2; SET client_connection_check_interval = 1000"
+                )
+            except BaseException:
+                await conn.close()
+                raise
+        return conn
+
+    async def _lead(self, conn: AsyncConnection[Any]) -> None:
+        while True:  # standby until the lock is free
+            with anyio.fail_after(STEP_SECONDS):
+                row = await (
+                    await conn.execute("SELECT pg_try_advisory_lock(%s)", [RELAY_LOCK])
+                ).fetchone()
+            if row is not None and row[0]:
+                break
+            await anyio.sleep(STANDBY_SECONDS * random.uniform(0.8, 1.0))
+        logger.info("outbox: this instance relays wsb_outbox")
+        await conn.execute(f"LISTEN {CHANNEL}")
+        await self._redo(conn)
+        while True:
+            while await self._relay_batch(conn):
+                pass
+            # Notifications that came during the queries are kept by psycopg: no wake is lost
+            # but one sent before LISTEN, and the poll covers that.
+            async for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
+                pass  # ends by itself: breaking out would leave the connection's lock taken
+
+    async def _redo(self, conn: AsyncConnection[Any]) -> None:
+        """Finish a batch left in flight by a relay that died: the same rows, the same key."""
+        with anyio.fail_after(STEP_SECONDS):
+            flights = await (
+                await conn.execute("SELECT nonce, ids FROM wsb_outbox_relay ORDER BY created_at")
+            ).fetchall()
+        for nonce, ids in flights:
+            with anyio.fail_after(STEP_SECONDS):
+                rows = await (
+                    await conn.execute(READ.format(where="WHERE id = ANY(%s)"), [ids, len(ids)])
+                ).fetchall()
+            read_at = time.monotonic()
+            drafts, good, ages, dead = self._validate(rows)
+            if dead:
+                await self._bury(conn, dead)
+            logger.info("outbox: redoing a batch of %d rows left in flight", len(good))
+            await self._publish(conn, nonce, drafts, good, ages, read_at)
+
+    async def _relay_batch(self, conn: AsyncConnection[Any]) -> bool:
+        """Read, validate, mark in flight, append, remove: False when the table was empty."""
+        nonce = secrets.token_hex(12)
+        with anyio.fail_after(STEP_SECONDS):
+            async with conn.transaction():
+                rows = await (await conn.execute(READ.format(where=""), [MAX_BATCH])).fetchall()
+                if not rows:
+                    return False
+                drafts, good, ages, dead = self._validate(rows)
+                if dead:
+                    await self._bury(conn, dead)
+                if good:
+                    # Durable before the append: a redo finds exactly these rows and this key.
+                    await conn.execute(
+                        "INSERT INTO wsb_outbox_relay (nonce, ids) VALUES (%s, %s)", [nonce, good]
+                    )
+        read_at = time.monotonic()
+        if good:
+            await self._publish(conn, nonce, drafts, good, ages, read_at)
+        return True
+
+    def _validate(
+        self, rows: Sequence[tuple[Any, ...]]
+    ) -> tuple[list[Draft], list[int], list[float], list[tuple[int, str]]]:
+        drafts: list[Draft] = []
+        good: list[int] = []
+        ages: list[float] = []
+        dead: list[tuple[int, str]] = []
+        for row_id, kind, data, stamp, created_at, age in rows:
+            try:
+                draft = self._draft(kind, data, stamp or created_at)
+            except ServiceError as exc:  # the event rules, as for a POST
+                dead.append((row_id, exc.detail))
+                continue
+            drafts.append(draft)
+            good.append(row_id)
+            ages.append(age)
+        return drafts, good, ages, dead
+
+    def _draft(self, kind: str, data: str, stamp: Any) -> Draft:
+        try:
+            # orjson, as the broker encodes it: a number it cannot carry is the row's fault.
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent(f"data: cannot be carried as JSON ({exc})") from None
+        raw = {"type": kind, "data": parsed}
+        # The row's own time when it names none: stable, so a redo builds the same event.
+        return parse_event(raw, "", strict_types=self.strict_types, now=format_timestamp(stamp))
+
+    async def _bury(self, conn: AsyncConnection[Any], dead: list[tuple[int, str]]) -> None:
+        with anyio.fail_after(STEP_SECONDS):
+            await conn.execute(MOVE_DEAD, [[i for i, _ in dead], [e for _, e in dead]])
+        self.metrics.outbox_dead.inc(len(dead))
+        for row_id, error in dead:
+            logger.warning("outbox: row %s moved to wsb_outbox_dead: %s", row_id, error)
+
+    async def _publish(
+        self,
+        conn: AsyncConnection[Any],
+        nonce: str,
+        drafts: list[Draft],
+        ids: list[int],
+        ages: list[float],
+        read_at: float,
+    ) -> None:
+        if drafts:
+            failures = 0
+            while True:
+                try:
+                    appended = await self.hub.publish(drafts, KEY_PREFIX + nonce)
+                    break
+                except Unavailable:
+                    # The batch stays in flight; the same key makes the retry safe.
+                    if not failures:
+                        logger.warning("outbox: the broker is unavailable; retrying the batch")
+                    failures += 1
+                    await anyio.sleep(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(failures, 10)))
+            if not appended.repeated:
+                self.metrics.outbox_relayed.inc(len(drafts))
+                since_read = time.monotonic() - read_at
+                for age in ages:
+                    self.metrics.outbox_lag.observe(max(0.0, age + since_read))
+        with anyio.fail_after(STEP_SECONDS):
+            async with conn.transaction():
+                # Losing this commit in a crash only makes a redo (a repeat) necessary.
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                await conn.execute("DELETE FROM wsb_outbox WHERE id = ANY(%s)", [ids])
+                await conn.execute("DELETE FROM wsb_outbox_relay WHERE nonce = %s", [nonce])
