@@ -1,5 +1,6 @@
-"""Real PostgreSQL for the tests: a fresh database on the machine's server, or a test's own
-cluster (initdb + pg_ctl) on a free port, which a test may stop and start again.
+"""Real PostgreSQL for the tests: the tests' own clusters (initdb + pg_ctl) on free ports,
+never the machine's server, so a test may stop one and start it again, and a fresh database
+in one for each test that does not.
 
 `initdb` and `postgres` refuse to run as root, as CI runs: then as the `postgres` user.
 """
@@ -20,8 +21,6 @@ import psycopg
 
 from tests.conftest import FACTOR
 
-SHARED = "postgresql://postgres@127.0.0.1:5432"  # the machine's own server: trust, user postgres
-
 
 def binary(name: str) -> str:
     """A PostgreSQL program: on PATH, else under Debian's /usr/lib/postgresql/*/bin."""
@@ -37,15 +36,15 @@ def _as_owner() -> list[str]:
 
 
 @contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new, empty database on the shared server; dropped after, whatever is connected."""
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the server of `server_url`; dropped after, whoever is connected."""
     name = "wsb_test_" + secrets.token_hex(6)
-    with psycopg.connect(f"{SHARED}/postgres", autocommit=True) as admin:
+    with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     try:
-        yield f"{SHARED}/{name}"
+        yield server_url.rpartition("/")[0] + "/" + name
     finally:
-        with psycopg.connect(f"{SHARED}/postgres", autocommit=True) as admin:
+        with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
