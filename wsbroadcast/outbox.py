@@ -134,6 +134,9 @@ class Relay:
         self.strict_types = strict_types
         self._shown = hide_password(url)
         self._secret = urlsplit(url).password or ""
+        # Batches this process appended but has not yet seen removed: a redo of one after a
+        # lost connection only removes it, however long Postgres was away (keys last 10 min).
+        self._appended: set[str] = set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Connect, wait for the lock, relay; on any failure reconnect with backoff. Never ends."""
@@ -296,7 +299,7 @@ class Relay:
         ages: list[float],
         read_at: float,
     ) -> None:
-        if drafts:
+        if drafts and nonce not in self._appended:
             failures = 0
             while True:
                 try:
@@ -308,6 +311,7 @@ class Relay:
                         logger.warning("outbox: the broker is unavailable; retrying the batch")
                     failures += 1
                     await anyio.sleep(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(failures, 10)))
+            self._appended.add(nonce)
             if not appended.repeated:
                 self.metrics.outbox_relayed.inc(len(drafts))
                 since_read = time.monotonic() - read_at
@@ -319,3 +323,4 @@ class Relay:
                 await conn.execute("SET LOCAL synchronous_commit = off")
                 await conn.execute("DELETE FROM wsb_outbox WHERE id = ANY(%s)", [ids])
                 await conn.execute("DELETE FROM wsb_outbox_relay WHERE nonce = %s", [nonce])
+        self._appended.discard(nonce)
