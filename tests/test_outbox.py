@@ -257,11 +257,9 @@ class Instance:
         self.output = ""  # of the processes killed so far
 
     def kill(self) -> None:
+        """SIGKILL: no shutdown, no goodbye to Postgres or Redis."""
         self.process.popen.send_signal(signal.SIGKILL)
-        self.process.popen.wait(10 * FACTOR)
-        self.output += self.process.output
-        if self.process.popen.stdout:
-            self.process.popen.stdout.close()
+        self._reap()
 
     def restart(self) -> None:
         self.process = Process([sys.executable, "-m", "wsbroadcast"], self.env)
@@ -269,9 +267,19 @@ class Instance:
     def stop(self) -> None:
         if self.process.popen.poll() is None:
             self.process.popen.kill()
-            self.process.popen.wait(10)
-        if self.process.popen.stdout:
+        self._reap()
+
+    def _reap(self) -> None:
+        self.process.popen.wait(10 * FACTOR)
+        if self.process.popen.stdout and not self.process.popen.stdout.closed:
+            self.output += self.process.output  # read to the end before closing
             self.process.popen.stdout.close()
+
+
+async def _gone(url: str, name: str) -> bool:
+    # A session waiting on a lock finds its client gone by client_connection_check_interval.
+    query = "SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = %s"
+    return bool(await scalar(url, query, [name]))
 
 
 async def waiting_on_a_lock(url: str, name: str) -> bool:
@@ -300,8 +308,11 @@ async def test_killing_the_relaying_instance_at_each_step_publishes_every_row_ex
         return [i for (i,) in ids]
 
     async def kill(name: str) -> float:
+        """SIGKILL the relay; return once Postgres has ended its session (its statement undone)."""
         await run_sync(instances[name].kill)
-        return time.monotonic()
+        killed_at = time.monotonic()
+        await eventually(lambda: _gone(database, name))
+        return killed_at
 
     async def taken_over(name: str, killed_at: float) -> None:
         # Another takes over: the contract's 5 s, measured from the SIGKILL.
@@ -419,7 +430,7 @@ async def test_killing_the_relaying_instance_at_each_step_publishes_every_row_ex
         for instance in instances.values():
             instance.stop()
     # Steps 2, 3 and 4 left a batch in flight, and a new relay redid each.
-    logs = "".join(i.output + i.process.output for i in instances.values())
+    logs = "".join(i.output for i in instances.values())
     assert logs.count("redoing a batch") == 3, logs
     print("take-overs (s):", [round(t, 2) for t in takeovers])
 

@@ -32,15 +32,23 @@ logger = logging.getLogger("wsbroadcast.outbox")
 CHANNEL = "wsb_outbox"
 RELAY_LOCK = 0x7773_626F_7574_0001  # pg_advisory_lock key: the relay's, one holder at a time
 SCHEMA_LOCK = 0x7773_626F_7574_0002  # serialises the DDL of instances starting at once
+WAKE_LOCK = 0x7773_626F_7574_0003  # held by a relay waiting for rows: commits then notify it
 KEY_PREFIX = "wsb-outbox:"  # the broker's idempotency key for a batch: this + its nonce
 POLL_SECONDS = 1.0  # a missed notification is found within this
+BUSY_SECONDS = 0.005  # a relay that cannot wait yet (a commit is finishing) reads again after
 STANDBY_SECONDS = 1.0  # a standby tries the lock this often: take-over well within 5 s
 STEP_SECONDS = 10.0  # one round trip to Postgres, at most; past it the connection is dropped
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 2.0
 
 # Idempotent, and run under SCHEMA_LOCK: `IF NOT EXISTS` alone races (two instances
 # starting at once can both create the type of one table). docs/outbox.md has the same DDL.
-SCHEMA = """
+#
+# The trigger runs at COMMIT (deferred) and notifies only while a relay waits for rows
+# (it then holds WAKE_LOCK): NOTIFY makes committing transactions queue on one lock, so a
+# busy relay, which reads again anyway, is not notified. The shared lock a commit takes
+# instead is held until it is visible, and a relay takes WAKE_LOCK before its last read:
+# no row is left waiting for the poll.
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS wsb_outbox (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     type text NOT NULL,
@@ -64,11 +72,18 @@ CREATE TABLE IF NOT EXISTS wsb_outbox_relay (
 );
 CREATE OR REPLACE FUNCTION wsb_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('wsb_outbox', '');
+    IF NOT pg_try_advisory_xact_lock_shared({WAKE_LOCK}) THEN
+        PERFORM pg_notify('{CHANNEL}', '');
+    END IF;
     RETURN NULL;
 END $$;
-CREATE OR REPLACE TRIGGER wsb_outbox_notify AFTER INSERT ON wsb_outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION wsb_outbox_notify();
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'wsb_outbox_notify'
+                   AND tgrelid = 'wsb_outbox'::regclass) THEN
+        CREATE CONSTRAINT TRIGGER wsb_outbox_notify AFTER INSERT ON wsb_outbox
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION wsb_outbox_notify();
+    END IF;
+END $$;
 """
 
 # Everything the relay needs, so a migration-managed schema is left untouched.
@@ -87,14 +102,23 @@ SELECT id, type, data::text, "timestamp", created_at,
 FROM wsb_outbox {where} ORDER BY id LIMIT %s
 """
 
-MOVE_DEAD = """
+# One statement, so one transaction: bad rows to the dead table, and the batch in flight.
+MARK = """
 WITH moved AS (
-    DELETE FROM wsb_outbox o USING unnest(%s::bigint[], %s::text[]) AS e(id, error)
+    DELETE FROM wsb_outbox o USING unnest(%(dead)s::bigint[], %(errors)s::text[]) AS e(id, error)
     WHERE o.id = e.id
     RETURNING o.id, o.type, o.data, o."timestamp", o.created_at, e.error
+), buried AS (
+    INSERT INTO wsb_outbox_dead (id, type, data, "timestamp", created_at, error)
+    SELECT * FROM moved
 )
-INSERT INTO wsb_outbox_dead (id, type, data, "timestamp", created_at, error)
-SELECT * FROM moved
+INSERT INTO wsb_outbox_relay (nonce, ids)
+SELECT %(nonce)s, %(ids)s::bigint[] WHERE cardinality(%(ids)s::bigint[]) > 0
+"""
+
+REMOVE = """
+WITH gone AS (DELETE FROM wsb_outbox WHERE id = ANY(%s))
+DELETE FROM wsb_outbox_relay WHERE nonce = %s
 """
 
 
@@ -144,6 +168,7 @@ class Relay:
 
         task_status.started()
         failures = 0
+        refused = ""
         while True:
             try:
                 async with await self._connect() as conn:
@@ -153,7 +178,7 @@ class Relay:
                     failures = 0
                     await ensure_schema(conn)
                     await self._lead(conn)
-            except (psycopg.Error, OSError, TimeoutError) as exc:
+            except (psycopg.OperationalError, OSError, TimeoutError) as exc:
                 self.metrics.outbox_up.set(0)
                 if not failures:  # once per outage
                     logger.warning(
@@ -164,6 +189,13 @@ class Relay:
                 failures += 1
                 delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(failures - 1, 10))
                 await anyio.sleep(delay * random.uniform(0.5, 1.0))
+            except psycopg.Error as exc:  # SQL refused: a missing right, a table of another shape
+                self.metrics.outbox_up.set(0)
+                problem = self._redact(exc)
+                if problem != refused:  # once per problem
+                    logger.error("outbox: Postgres refused the relay (%s); retrying", problem)
+                refused = problem
+                await anyio.sleep(BACKOFF_MAX)
             except Exception:  # a bug must not stop the service: log it, start over
                 self.metrics.outbox_up.set(0)
                 logger.exception("outbox: the relay failed; starting over")
@@ -197,24 +229,29 @@ class Relay:
         return conn
 
     async def _lead(self, conn: AsyncConnection[Any]) -> None:
-        while True:  # standby until the lock is free
-            with anyio.fail_after(STEP_SECONDS):
-                row = await (
-                    await conn.execute("SELECT pg_try_advisory_lock(%s)", [RELAY_LOCK])
-                ).fetchone()
-            if row is not None and row[0]:
-                break
+        # Standby until the lock is free.
+        while not await self._ask(conn, "SELECT pg_try_advisory_lock(%s)", RELAY_LOCK):  # noqa: ASYNC110 - a Postgres lock: asking is how to wait
             await anyio.sleep(STANDBY_SECONDS * random.uniform(0.8, 1.0))
         logger.info("outbox: this instance relays wsb_outbox")
         await conn.execute(f"LISTEN {CHANNEL}")
         await self._redo(conn)
         while True:
-            while await self._relay_batch(conn):
-                pass
-            # Notifications that came during the queries are kept by psycopg: no wake is lost
-            # but one sent before LISTEN, and the poll covers that.
-            async for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
-                pass  # ends by itself: breaking out would leave the connection's lock taken
+            if await self._relay_batch(conn):
+                continue
+            # Empty: wait for a notification, holding WAKE_LOCK so that commits send one.
+            if not await self._ask(conn, "SELECT pg_try_advisory_lock(%s)", WAKE_LOCK):
+                await anyio.sleep(BUSY_SECONDS)  # a commit that sent none is finishing
+                continue
+            if not await self._relay_batch(conn):  # what committed before the lock
+                # psycopg keeps notifications that come during queries: none is lost.
+                async for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
+                    pass  # ends by itself: breaking out would leave the connection's lock taken
+            await self._ask(conn, "SELECT pg_advisory_unlock(%s)", WAKE_LOCK)
+
+    async def _ask(self, conn: AsyncConnection[Any], query: str, key: int) -> bool:
+        with anyio.fail_after(STEP_SECONDS):
+            row = await (await conn.execute(query, [key])).fetchone()
+        return bool(row and row[0])
 
     async def _redo(self, conn: AsyncConnection[Any]) -> None:
         """Finish a batch left in flight by a relay that died: the same rows, the same key."""
@@ -230,7 +267,7 @@ class Relay:
             read_at = time.monotonic()
             drafts, good, ages, dead = self._validate(rows)
             if dead:
-                await self._bury(conn, dead)
+                await self._mark(conn, "", [], dead)
             logger.info("outbox: redoing a batch of %d rows left in flight", len(good))
             await self._publish(conn, nonce, drafts, good, ages, read_at)
 
@@ -238,19 +275,14 @@ class Relay:
         """Read, validate, mark in flight, append, remove: False when the table was empty."""
         nonce = secrets.token_hex(12)
         with anyio.fail_after(STEP_SECONDS):
-            async with conn.transaction():
-                rows = await (await conn.execute(READ.format(where=""), [MAX_BATCH])).fetchall()
-                if not rows:
-                    return False
-                drafts, good, ages, dead = self._validate(rows)
-                if dead:
-                    await self._bury(conn, dead)
-                if good:
-                    # Durable before the append: a redo finds exactly these rows and this key.
-                    await conn.execute(
-                        "INSERT INTO wsb_outbox_relay (nonce, ids) VALUES (%s, %s)", [nonce, good]
-                    )
+            # No transaction needed: only the relay, holding the lock, removes rows.
+            rows = await (await conn.execute(READ.format(where=""), [MAX_BATCH])).fetchall()
+        if not rows:
+            return False
         read_at = time.monotonic()
+        drafts, good, ages, dead = self._validate(rows)
+        # Durable before the append: a redo finds exactly these rows and this key.
+        await self._mark(conn, nonce, good, dead)
         if good:
             await self._publish(conn, nonce, drafts, good, ages, read_at)
         return True
@@ -283,9 +315,14 @@ class Relay:
         # The row's own time when it names none: stable, so a redo builds the same event.
         return parse_event(raw, "", strict_types=self.strict_types, now=format_timestamp(stamp))
 
-    async def _bury(self, conn: AsyncConnection[Any], dead: list[tuple[int, str]]) -> None:
+    async def _mark(
+        self, conn: AsyncConnection[Any], nonce: str, ids: list[int], dead: list[tuple[int, str]]
+    ) -> None:
+        dead_ids, errors = [i for i, _ in dead], [e for _, e in dead]
         with anyio.fail_after(STEP_SECONDS):
-            await conn.execute(MOVE_DEAD, [[i for i, _ in dead], [e for _, e in dead]])
+            await conn.execute(
+                MARK, {"dead": dead_ids, "errors": errors, "nonce": nonce, "ids": ids}
+            )
         self.metrics.outbox_dead.inc(len(dead))
         for row_id, error in dead:
             logger.warning("outbox: row %s moved to wsb_outbox_dead: %s", row_id, error)
@@ -318,9 +355,5 @@ class Relay:
                 for age in ages:
                     self.metrics.outbox_lag.observe(max(0.0, age + since_read))
         with anyio.fail_after(STEP_SECONDS):
-            async with conn.transaction():
-                # Losing this commit in a crash only makes a redo (a repeat) necessary.
-                await conn.execute("SET LOCAL synchronous_commit = off")
-                await conn.execute("DELETE FROM wsb_outbox WHERE id = ANY(%s)", [ids])
-                await conn.execute("DELETE FROM wsb_outbox_relay WHERE nonce = %s", [nonce])
+            await conn.execute(REMOVE, [ids, nonce])  # the rows and the mark, together
         self._appended.discard(nonce)
