@@ -33,7 +33,7 @@ from tests.conftest import (
 )
 from tests.postgres_server import Cluster, fresh_database
 from tests.redis_server import RedisServer
-from wsbroadcast.outbox import RELAY_LOCK, ensure_schema, hide_password
+from wsbroadcast.outbox import RELAY_LOCK, SCHEMA, WAKE_LOCK, ensure_schema, hide_password
 from wsbroadcast.settings import SettingsError, load_settings
 
 pytestmark = pytest.mark.anyio
@@ -107,6 +107,13 @@ async def relaying(url: str, seconds: float = 10) -> str:
     return found[-1]
 
 
+async def idle_relay(url: str) -> bool:
+    """The relay waits for a notification: it holds the wake lock."""
+    query = """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+               AND mode = 'ExclusiveLock' AND objid = %s"""
+    return bool(await scalar(url, query, [WAKE_LOCK & 0xFFFFFFFF]))
+
+
 async def empty(url: str) -> bool:
     return await scalar(url, "SELECT count(*) FROM wsb_outbox") == 0  # type: ignore[no-any-return]
 
@@ -135,6 +142,23 @@ async def test_a_committed_insert_is_delivered_and_a_rolled_back_one_is_not(data
     assert "wsb_outbox_relayed_total 1.0" in metrics
     assert "wsb_outbox_up 1.0" in metrics
     assert "wsb_outbox_lag_seconds_count 1.0" in metrics
+
+
+async def test_at_rest_a_commit_wakes_the_relay_rather_than_its_one_second_poll(
+    database: str,
+) -> None:
+    lags: list[float] = []
+    async with running(outbox_url=database) as svc, svc.subscribe() as ws:
+        await relaying(database)
+        async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+            for seq in range(7):
+                await eventually(lambda: idle_relay(database))  # not reading, nor about to
+                await insert(conn, row(seq))
+                committed = time.monotonic()
+                assert seqs([await receive(ws)]) == [seq]
+                lags.append(time.monotonic() - committed)
+    # Woken by polls alone, the median would be about half the 1 s poll.
+    assert sorted(lags)[len(lags) // 2] < 0.25, lags
 
 
 async def test_ten_thousand_rows_in_twenty_transactions_arrive_in_id_order_each_once(
@@ -558,6 +582,11 @@ def test_the_outbox_url_setting_refuses_other_schemes_without_showing_the_passwo
     assert settings.outbox_url == "postgresql://blog:hunter2@db/blog"
     assert "hunter2" in settings.secrets()  # so every log line hides it
     assert load_settings([], {"WSB_OUTBOX_URL": ""}, env_file=None).outbox_url is None
+
+
+def test_the_docs_give_the_ddl_the_service_runs() -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "outbox.md").read_text()
+    assert " ".join(SCHEMA.split()) in " ".join(docs.split())
 
 
 def test_a_logged_url_hides_its_password() -> None:
