@@ -2,7 +2,7 @@
 
 One wsbroadcast (memory broker) relaying a fresh database on a PostgreSQL server
 (`WSB_BENCH_POSTGRES_URL`, default the machine's own at 127.0.0.1:5432, user postgres), one
-row per transaction, at rest (a row every 150 ms) and open loop at 1,000 rows a second.
+row per transaction, at rest (a row every 100 ms) and open loop at 1,000 rows a second.
 The service only: the seed design has no outbox.
 
     python -m bench --scenario outbox --only service
@@ -30,7 +30,7 @@ CONNECTIONS = 32  # inserting sessions: each COMMIT waits on its WAL flush, so m
 
 
 async def run_outbox(plan: Plan, rate: int | None) -> dict[str, Any]:
-    """`rate` rows a second for the plan's latency window (None: at rest, one every 150 ms)."""
+    """`rate` rows a second for the plan's latency window (None: at rest, one every 100 ms)."""
     name = "wsb_bench_" + secrets.token_hex(4)
     async with await psycopg.AsyncConnection.connect(SERVER_URL, autocommit=True) as admin:
         await admin.execute(f"CREATE DATABASE {name}")
@@ -46,8 +46,8 @@ async def run_outbox(plan: Plan, rate: int | None) -> dict[str, Any]:
 
 
 async def _measure(server: Server, url: str, plan: Plan, rate: int | None) -> dict[str, Any]:
-    count = 60 if rate is None else int(rate * plan.latency_seconds)
-    interval = 0.15 if rate is None else 1 / rate
+    count = 100 if rate is None else int(rate * plan.latency_seconds)
+    interval = 0.1 if rate is None else 1 / rate
     committed: dict[int, float] = {}
     received: dict[int, float] = {}
     async with websockets.connect(
