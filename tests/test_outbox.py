@@ -450,6 +450,10 @@ async def test_killing_the_relaying_instance_at_each_step_publishes_every_row_ex
             messages = await receive_n(ws, seq, seconds=20)
         assert seqs(messages) == list(range(seq))
         assert all(t < 5 for t in takeovers), takeovers
+        # SIGTERM still ends the relaying instance and the standby with 0.
+        for instance in instances.values():
+            await run_sync(instance.process.wait_ready)
+            assert await run_sync(instance.process.terminate) == 0
     finally:
         for instance in instances.values():
             instance.stop()

