@@ -536,9 +536,17 @@ async def test_postgres_stopped_for_5_s_under_load_catches_up_in_order_once(
             tasks.start_soon(read)
             tasks.start_soon(load)
             await eventually(lambda: _count_at_least(received, 20))
+            # Hold the relay back (it cannot mark a batch) so that rows wait when Postgres goes.
+            gate = await psycopg.AsyncConnection.connect(plain, autocommit=True)
+            await gate.execute("BEGIN")
+            await gate.execute("LOCK TABLE wsb_outbox_relay IN SHARE MODE")
+            held = len(confirmed)
+            await eventually(lambda: _count_at_least(confirmed, held + 20))
             caplog.clear()
             down_at = time.monotonic()
             await run_sync(cluster.stop)
+            await gate.close()
+            assert len(received) <= held < len(confirmed)  # committed, not yet published
 
             async def down() -> bool:
                 return "wsb_outbox_up 0.0" in await svc.metrics()
