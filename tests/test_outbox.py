@@ -576,6 +576,25 @@ async def test_postgres_stopped_for_5_s_under_load_catches_up_in_order_once(
         await run_sync(cluster.remove)
 
 
+async def test_the_service_starts_and_serves_while_postgres_is_unreachable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"postgresql://blog:hunter2@127.0.0.1:{free_port()}/blog"  # nothing listens there
+    async with running(outbox_url=url) as svc, svc.subscribe() as ws:
+
+        async def down() -> bool:
+            return "wsb_outbox_up 0.0" in await svc.metrics()
+
+        await eventually(down)
+        ids = await svc.publish(notice("no Postgres, still serving"))
+        assert (await receive(ws))["id"] == ids[0]
+        assert (await svc.http.get("/readyz")).status_code == 200  # readiness is the broker's
+    logged = [r.getMessage() for r in caplog.records if r.name == "wsbroadcast.outbox"]
+    assert len(logged) == 1 and "unreachable" in logged[0], logged
+    assert "blog:***@127.0.0.1" in logged[0]
+    assert all("hunter2" not in r.getMessage() for r in caplog.records)
+
+
 async def _count_at_least(items: list[int], count: int) -> bool:
     return len(items) >= count
 
