@@ -34,7 +34,8 @@ from tests.conftest import (
 )
 from tests.postgres_server import Cluster, fresh_database
 from tests.redis_server import RedisServer
-from wsbroadcast.outbox import RELAY_LOCK, SCHEMA, WAKE_LOCK, ensure_schema, hide_password
+from wsbroadcast.outbox import hide_password
+from wsbroadcast.outbox_schema import RELAY_LOCK, SCHEMA, WAKE_LOCK, ensure_schema
 from wsbroadcast.settings import SettingsError, load_settings
 
 pytestmark = pytest.mark.anyio
