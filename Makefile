@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-web install-browser fmt lint typecheck test test-py test-lowest test-web e2e run up down bench all
+.PHONY: help install install-web install-browser install-postgres fmt lint typecheck test test-py test-lowest test-web e2e run up down bench all
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -31,6 +31,11 @@ install-browser: ## install Debian's Chromium for the browser test (apt-get, as 
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; }
 
+install-postgres: ## install Debian's PostgreSQL for the outbox tests (apt-get, as root)
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; fi; }
+
 fmt: install ## format the Python code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -42,14 +47,14 @@ lint: install ## ruff on the Python code
 typecheck: install ## mypy --strict on the package
 	$(BIN)/mypy
 
-test-py: install ## the Python tests (real servers, real sockets, real redis-server)
+test-py: install install-postgres ## the Python tests (real servers, real sockets, real redis-server and PostgreSQL)
 	$(BIN)/pytest
 
 LOWEST := .venv-lowest
-test-lowest: install ## the Python tests again, on the lowest versions pyproject.toml allows
+test-lowest: install install-postgres ## the Python tests again, on the lowest versions pyproject.toml allows
 	rm -rf $(LOWEST)
 	$(BIN)/uv venv -q -p $(PYTHON) $(LOWEST)
-	VIRTUAL_ENV=$(LOWEST) $(BIN)/uv pip install -q --resolution lowest-direct -e '.[redis]'
+	VIRTUAL_ENV=$(LOWEST) $(BIN)/uv pip install -q --resolution lowest-direct -e '.[redis,postgres]'
 	VIRTUAL_ENV=$(LOWEST) $(BIN)/uv pip freeze | grep -v -e '^-e ' -e 'file://' > $(LOWEST)/lowest.txt
 	VIRTUAL_ENV=$(LOWEST) $(BIN)/uv pip install -q -e '.[dev]' -c $(LOWEST)/lowest.txt
 	@echo "lowest versions:" $$(grep -iE '^(anyio|orjson|starlette|uvicorn|websockets|redis)=' $(LOWEST)/lowest.txt)

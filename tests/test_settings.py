@@ -30,6 +30,7 @@ def test_every_setting_of_the_contract_has_its_variable() -> None:
         "WSB_MAX_BODY_BYTES",
         "WSB_HEARTBEAT_SECONDS",
         "WSB_STRICT_TYPES",
+        "WSB_OUTBOX_URL",
         "WSB_LOG_LEVEL",
         "WEBSOCKET_ENABLED",
     }

@@ -56,6 +56,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             async with anyio.create_task_group() as tasks:
                 await tasks.start(hub.run)
+                if settings.outbox_url:
+                    from .outbox import Relay  # psycopg only when asked for
+
+                    relay = Relay(
+                        settings.outbox_url,
+                        hub,
+                        app.state.metrics,
+                        strict_types=settings.strict_types,
+                    )
+                    await tasks.start(relay.run)
                 yield
                 await hub.close_all(DRAIN_SECONDS)
                 tasks.cancel_scope.cancel()

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from starlette.config import Config
 
@@ -82,6 +83,14 @@ def _broker_url(raw: str) -> str:
     raise ValueError("is not a broker URL (memory:// or redis://host:port/db)")
 
 
+def _outbox_url(raw: str) -> str | None:
+    if not raw:
+        return None  # an empty value means unset
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise ValueError("is not a postgresql://user:password@host:port/database URL")
+    return raw
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     if not origins:
@@ -113,9 +122,14 @@ def _log_level(raw: str) -> LogLevel:
 
 
 def setting(
-    default: Any, parse: Callable[[str], Any], *, secret: bool = False, env: str = ""
+    default: Any,
+    parse: Callable[[str], Any],
+    *,
+    secret: bool | Literal["password"] = False,
+    env: str = "",
 ) -> Any:
-    """A field with its parser beside it; `env` when its variable is not WSB_<NAME>."""
+    """A field with its parser beside it; `env` when its variable is not WSB_<NAME>;
+    `secret="password"` for a URL whose password is the secret."""
     return dataclasses.field(
         default=default, metadata={"parse": parse, "secret": secret, "env": env}
     )
@@ -125,7 +139,7 @@ def setting(
 class Settings:
     host: str = setting("127.0.0.1", _text)
     port: int = setting(8000, _port)
-    broker_url: str = setting("memory://", _broker_url)
+    broker_url: str = setting("memory://", _broker_url, secret="password")
     publish_token: str | None = setting(None, _secret, secret=True)
     open_publish: bool = setting(False, _bool)
     jwt_secret: str | None = setting(None, _secret, secret=True)
@@ -143,17 +157,22 @@ class Settings:
     heartbeat_seconds: float = setting(25.0, _seconds)
     header_timeout: float = setting(10.0, _positive)
     strict_types: bool = setting(True, _bool)
+    # Shown "(hidden)" in errors, and its password kept out of every log line.
+    outbox_url: str | None = setting(None, _outbox_url, secret="password")
     log_level: LogLevel = setting("info", _log_level)
     # The seed's name, kept for its users.
     websocket_enabled: bool = setting(True, _bool, env="WEBSOCKET_ENABLED")
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log line."""
-        return tuple(
-            value
-            for f in dataclasses.fields(self)
-            if f.metadata["secret"] and (value := getattr(self, f.name))
-        )
+        found = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value and f.metadata["secret"] == "password":
+                value = urlsplit(value).password
+            if value and f.metadata["secret"]:
+                found.append(value)
+        return tuple(found)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -168,12 +187,20 @@ def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def _has_password(url: str) -> bool:
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:
+        return True  # unparseable: show nothing of it
+
+
 def _parse(field: str, raw: str, source: str) -> Any:
     meta = FIELDS[field].metadata
     try:
         return meta["parse"](raw)
     except ValueError as exc:
-        shown = "(hidden)" if meta["secret"] else repr(raw)
+        secret = meta["secret"] is True or (meta["secret"] and _has_password(raw))
+        shown = "(hidden)" if secret else repr(raw)
         raise SettingsError(f"{source}: {shown} {exc}") from None
 
 
