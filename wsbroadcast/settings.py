@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.config import Config
 
@@ -48,8 +48,15 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log line."""
-        outbox_password = urlsplit(self.outbox_url).password if self.outbox_url else None
-        return tuple(s for s in (self.publish_token, self.jwt_secret, outbox_password) if s)
+        outbox = url_passwords(self.outbox_url) if self.outbox_url else ()
+        return tuple(s for s in (self.publish_token, self.jwt_secret, *outbox) if s)
+
+
+def url_passwords(url: str) -> tuple[str, ...]:
+    """The passwords a URL holds: after `user:`, or as `password=` in its query."""
+    parts = urlsplit(url)
+    found = parse_qs(parts.query).get("password", [])
+    return tuple(p for p in (parts.password, *found) if p)
 
 
 def env_names() -> dict[str, str]:
