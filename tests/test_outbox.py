@@ -614,6 +614,9 @@ def test_the_outbox_url_setting_refuses_other_schemes_without_showing_the_passwo
     )
     assert settings.outbox_url == "postgresql://blog:hunter2@db/blog"
     assert "hunter2" in settings.secrets()  # so every log line hides it
+    assert load_settings(
+        [], {"WSB_OUTBOX_URL": "postgresql://db/blog?user=blog&password=s3cret"}, env_file=None
+    ).secrets() == ("s3cret",)
     assert load_settings([], {"WSB_OUTBOX_URL": ""}, env_file=None).outbox_url is None
 
 

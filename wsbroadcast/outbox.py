@@ -24,6 +24,7 @@ from .events import MAX_BATCH, Draft, format_timestamp, parse_event
 from .hub import Hub
 from .metrics import Metrics
 from .outbox_schema import CHANNEL, RELAY_LOCK, WAKE_LOCK, ensure_schema
+from .settings import url_passwords
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -87,15 +88,19 @@ class Relay:
         self.metrics = metrics
         self.strict_types = strict_types
         self._shown = hide_password(url)
-        self._secret = urlsplit(url).password or ""
+        self._secrets = url_passwords(url)
         # Batches this process appended but has not yet seen removed: a redo of one after a
         # lost connection only removes it, however long Postgres was away (keys last 10 min).
         self._appended: set[str] = set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Connect, wait for the lock, relay; on any failure reconnect with backoff. Never ends."""
-        import psycopg
-
+        try:
+            import psycopg
+        except ImportError:  # the start fails with this line
+            raise RuntimeError(
+                "WSB_OUTBOX_URL needs psycopg: pip install 'wsbroadcast[postgres]'"
+            ) from None
         task_status.started()
         failures = 0
         refused = ""
@@ -134,7 +139,9 @@ class Relay:
 
     def _redact(self, exc: BaseException) -> str:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return text.replace(self._secret, "***") if self._secret else text
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     async def _connect(self) -> AsyncConnection[Any]:
         from psycopg import AsyncConnection

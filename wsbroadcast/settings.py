@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.config import Config
 
@@ -165,12 +165,12 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log line."""
-        found = []
+        found: list[str] = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value and f.metadata["secret"] == "password":
-                value = urlsplit(value).password
-            if value and f.metadata["secret"]:
+                found += url_passwords(value)
+            elif value and f.metadata["secret"]:
                 found.append(value)
         return tuple(found)
 
@@ -187,9 +187,16 @@ def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def url_passwords(url: str) -> tuple[str, ...]:
+    """The passwords a URL holds: after `user:`, or as `password=` in its query."""
+    parts = urlsplit(url)
+    found = parse_qs(parts.query).get("password", [])
+    return tuple(p for p in (parts.password, *found) if p)
+
+
 def _has_password(url: str) -> bool:
     try:
-        return urlsplit(url).password is not None
+        return bool(url_passwords(url))
     except ValueError:
         return True  # unparseable: show nothing of it
 
