@@ -122,7 +122,7 @@ async def publish(request: Request) -> Response:
     if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
         raise InvalidBody(f"Idempotency-Key: must be 1 to {MAX_KEY_LENGTH} characters")
     body = await read_body(request, settings.max_body_bytes)
-    drafts = parse_batch(body, strict_types=settings.strict_types)
+    drafts = parse_batch(body, strict_types=settings.strict_types, types=request.app.state.types)
     if dry_run:
         return JSONResponse({"ids": []}, 200)
     appended = await hub.publish(drafts, key)

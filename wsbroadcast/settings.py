@@ -41,6 +41,7 @@ class Settings:
     max_body_bytes: int = 65536
     heartbeat_seconds: float = 25.0
     strict_types: bool = True
+    event_types: str | None = None  # a path; the file is checked as it is parsed
     log_level: LogLevel = "info"
     websocket_enabled: bool = True
 
@@ -140,6 +141,18 @@ def _ips(raw: str) -> tuple[str, ...]:
     return items
 
 
+def _event_types(raw: str) -> str | None:
+    if not raw.strip():
+        return None
+    from .schemas import SchemaFileError, load_file  # jsonschema only when a file is named
+
+    try:
+        load_file(raw)
+    except SchemaFileError as exc:
+        raise ValueError(str(exc)) from None
+    return raw
+
+
 def _log_level(raw: str) -> LogLevel:
     lowered = raw.strip().lower()
     for level in LOG_LEVELS:
@@ -164,6 +177,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "max_body_bytes": _count,
     "heartbeat_seconds": _seconds,
     "strict_types": _bool,
+    "event_types": _event_types,
     "log_level": _log_level,
     "websocket_enabled": _bool,
 }

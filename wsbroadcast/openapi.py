@@ -1,0 +1,422 @@
+"""The machine-readable API: `GET /schema` (the event types) and `GET /openapi.json`.
+
+The OpenAPI 3.1 document is made from the routes the app serves and the types in
+force, so it cannot fall behind either; a route with no description here is left out,
+and a test fails on it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+
+from . import __version__
+from .events import MAX_BATCH
+from .schemas import RESERVED_TYPES, EventTypes, Schema, document
+from .settings import Settings
+
+PREFIX = "/api/v1"
+ERROR_CODES = (
+    "invalid_json",
+    "invalid_body",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "method_not_allowed",
+    "too_large",
+    "too_many_requests",
+    "unsupported_media_type",
+    "invalid_event",
+    "unavailable",
+)
+
+
+def served(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(path, method) for every route the app serves; `websocket` for a WebSocket."""
+    for route in routes:
+        if isinstance(route, Mount):
+            yield from served(route.routes, prefix + route.path)
+        elif isinstance(route, WebSocketRoute):
+            yield prefix + route.path, "websocket"
+        elif isinstance(route, Route):
+            for method in sorted(route.methods or ()):
+                if method != "HEAD":  # starlette answers HEAD for every GET
+                    yield prefix + route.path, method.lower()
+
+
+def camel(name: str) -> str:
+    return "".join(
+        part.capitalize() for part in name.replace(".", "_").replace("-", "_").split("_")
+    )
+
+
+# --- bodies ------------------------------------------------------------------------------
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: Schema, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str, *codes: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = _json(_ref("Error"), description + f" (`error`: {', '.join(codes)})")
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
+
+
+def components(types: EventTypes, strict: bool) -> dict[str, Schema]:
+    """The event schemas, one per type, and the bodies every route answers with."""
+    schemas: dict[str, Schema] = {
+        "Error": {
+            "type": "object",
+            "required": ["error", "detail"],
+            "properties": {
+                "error": {"type": "string", "enum": list(ERROR_CODES)},
+                "detail": {"type": "string", "description": "names the place, e.g. events[3]"},
+            },
+        },
+        "Ids": {
+            "type": "object",
+            "required": ["ids"],
+            "properties": {"ids": {"type": "array", "items": {"type": "string"}}},
+        },
+        "Timestamp": {
+            "type": "string",
+            "description": "ISO 8601; with no offset taken as UTC; sent back in UTC with Z",
+            "examples": ["2024-01-01T00:00:00Z"],
+        },
+    }
+    events = []
+    mapping = {}
+    for name, data_schema in types.schemas.items():
+        data = copy.deepcopy(data_schema)
+        if "$id" not in data:  # references inside the schema resolve against itself
+            data["$id"] = f"urn:wsbroadcast:types:{name}"
+        data.pop("$schema", None)
+        schemas[f"{camel(name)}Data"] = data
+        schemas[f"{camel(name)}Event"] = {
+            "type": "object",
+            "required": ["type", "data"],
+            "additionalProperties": False,
+            "properties": {
+                "type": {"const": name},
+                "data": _ref(f"{camel(name)}Data"),
+                "timestamp": _ref("Timestamp"),
+            },
+        }
+        events.append(_ref(f"{camel(name)}Event"))
+        mapping[name] = f"#/components/schemas/{camel(name)}Event"
+    if not strict:
+        schemas["OtherEvent"] = {
+            "type": "object",
+            "description": "strict typing is off: any other type with an object data",
+            "required": ["type", "data"],
+            "additionalProperties": False,
+            "properties": {
+                "type": {
+                    "type": "string",
+                    "pattern": "^[a-z][a-z0-9_.-]{0,63}$",
+                    "not": {"enum": sorted({*types.names, *RESERVED_TYPES})},
+                },
+                "data": {"type": "object"},
+                "timestamp": _ref("Timestamp"),
+            },
+        }
+        events.append(_ref("OtherEvent"))
+    event: Schema = {"oneOf": events}
+    if strict:
+        event["discriminator"] = {"propertyName": "type", "mapping": mapping}
+    schemas["Event"] = event
+    return schemas
+
+
+# --- operations ----------------------------------------------------------------------------
+
+
+def operations(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Each short path's operations, by method; the `/api/v1` copies are made from these."""
+    publish_auth: list[dict[str, list[str]]] = [{"publishToken": []}] if settings.publish_token else []
+    subscriber_auth: list[dict[str, list[str]]] = (
+        [{"subscriberBearer": []}, {"subscriberCookie": []}, {"subscriberQuery": []}]
+        if settings.jwt_secret
+        else []
+    )
+    filters = [
+        _query("since", "resume after this id"),
+        _query("types", "comma list of types to deliver"),
+        _query("post_id", "only events with this data.post_id, and those with none"),
+        _query("rewind", "begin with the last N events (1 to 100)", {"type": "integer"}),
+        _query("readers", "1: also reader counts for post_id", {"type": "string"}),
+    ]
+    refused = {"401": _error("subscriber token missing or wrong", "unauthorized")}
+    return {
+        "/events": {
+            "post": {
+                "summary": "Publish one event or a batch",
+                "security": publish_auth,
+                "parameters": [
+                    _query(
+                        "dry_run", "validate only", {"type": "string", "enum": ["true", "false"]}
+                    ),
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "a repeat within 10 minutes publishes nothing",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    _ref("Event"),
+                                    {
+                                        "type": "array",
+                                        "items": _ref("Event"),
+                                        "minItems": 1,
+                                        "maxItems": MAX_BATCH,
+                                    },
+                                ]
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json(_ref("Ids"), "published: the ids in the batch's order"),
+                    "200": _json(_ref("Ids"), "dry_run: valid, nothing published"),
+                    "400": _error("not JSON, not events", "invalid_json", "invalid_body"),
+                    "401": _error(
+                        "publish token missing or wrong",
+                        "unauthorized",
+                        headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
+                    ),
+                    "413": _error("body or batch too large", "too_large"),
+                    "415": _error("not a JSON content type", "unsupported_media_type"),
+                    "422": _error("an event fails validation", "invalid_event"),
+                    "503": _error("broker unreachable", "unavailable", headers=RETRY_AFTER),
+                },
+            }
+        },
+        "/events/head": {
+            "get": {
+                "summary": "The newest position, always a valid since",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["id"],
+                            "properties": {"id": {"type": "string"}},
+                        },
+                        "the head",
+                    ),
+                    "503": _error("broker unreachable", "unavailable", headers=RETRY_AFTER),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness",
+                "responses": {"200": _json(_status(), "the process serves")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: the broker is reachable",
+                "responses": {
+                    "200": _json(_status(), "ready"),
+                    "503": _error("broker unreachable", "unavailable", headers=RETRY_AFTER),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus text format",
+                "responses": {
+                    "200": {
+                        "description": "metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/readers": {
+            "get": {
+                "summary": "Live reader counts",
+                "security": subscriber_auth,
+                "parameters": [
+                    _query("post_id", "one post's count"),
+                    _query("top", "how many posts (1 to 100)", {"type": "integer"}),
+                ],
+                "responses": {
+                    "200": _json({"type": "object"}, "counts"),
+                    "400": _error("a bad query parameter", "invalid_body"),
+                    **refused,
+                    "403": _error("Origin not allowed", "forbidden"),
+                    "429": _error("too many requests", "too_many_requests"),
+                    "503": _error("unavailable", "unavailable", headers=RETRY_AFTER),
+                },
+            }
+        },
+        "/schema": {
+            "get": {
+                "summary": "The event types in force, as JSON Schemas",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["strict", "types"],
+                            "properties": {
+                                "strict": {"type": "boolean"},
+                                "types": {"type": "object"},
+                            },
+                        },
+                        "types",
+                    )
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+            }
+        },
+        "/sse": {
+            "get": {
+                "summary": "Subscribe with Server-Sent Events",
+                "description": (
+                    "Each event as `id: <id>` and `data: <JSON>`; heartbeats as comments. "
+                    "Resume with Last-Event-ID or since."
+                ),
+                "security": subscriber_auth,
+                "parameters": [
+                    *filters,
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the stream: one `data:` record per event",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "400": _error("a bad query parameter", "invalid_body"),
+                    **refused,
+                    "403": _error("Origin not allowed", "forbidden"),
+                    "429": _error("too many connection attempts", "too_many_requests"),
+                    "503": _error("subscribing off, or full", "unavailable", headers=RETRY_AFTER),
+                },
+            },
+            "options": {
+                "summary": "CORS preflight for a fetch-based SSE client",
+                "responses": {"204": {"description": "the allowed origin, methods, headers"}},
+            },
+        },
+        "/ws": {
+            "get": {
+                "summary": "Subscribe over WebSocket (receive-only)",
+                "description": (
+                    "A WebSocket handshake (RFC 6455). Each message is one JSON event "
+                    "(`#/components/schemas/Event` plus its `id`); control messages "
+                    "`heartbeat`, `resync` and `readers` have no id. A refused handshake is "
+                    "accepted, then closed: 4400 bad parameter, 4401 token, 4403 Origin, "
+                    "4429 rate, 1013 full or off. Token: the `bearer.<jwt>` subprotocol "
+                    "beside `wsbroadcast`, the wsb_token cookie, or `token=`."
+                ),
+                "security": subscriber_auth,
+                "parameters": [
+                    *filters,
+                    {
+                        "name": "Upgrade",
+                        "in": "header",
+                        "required": True,
+                        "schema": {"const": "websocket"},
+                    },
+                ],
+                "responses": {"101": {"description": "switching to the WebSocket protocol"}},
+            }
+        },
+    }
+
+
+def _query(name: str, description: str, schema: Schema | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+def _status() -> Schema:
+    return {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+
+
+def build(routes: Iterable[BaseRoute], settings: Settings, types: EventTypes) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the routes served, for these settings and types."""
+    known = operations(settings)
+    paths: dict[str, dict[str, Any]] = {}
+    for path, method in served(routes):
+        short = path.removeprefix(PREFIX) if path.startswith(PREFIX + "/") else path
+        verb = "get" if method == "websocket" else method
+        operation = known.get(short, {}).get(verb)
+        if operation is None:
+            continue
+        operation = copy.deepcopy(operation)
+        operation["operationId"] = (
+            ("v1_" if short != path else "") + verb + short.replace("/", "_").replace(".", "_")
+        )
+        paths.setdefault(path, {})[verb] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "wsbroadcast",
+            "version": __version__,
+            "description": "POST /events in; WebSocket and SSE out.",
+        },
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "paths": paths,
+        "components": {
+            "schemas": components(types, settings.strict_types),
+            "securitySchemes": {
+                "publishToken": {"type": "http", "scheme": "bearer"},
+                "subscriberBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "subscriberCookie": {"type": "apiKey", "in": "cookie", "name": "wsb_token"},
+                "subscriberQuery": {"type": "apiKey", "in": "query", "name": "token"},
+            },
+        },
+    }
+
+
+# --- endpoints ------------------------------------------------------------------------------
+
+
+def _json_response(content: Any) -> Response:
+    return Response(orjson.dumps(content), media_type="application/json")
+
+
+async def schema(request: Request) -> Response:
+    state = request.app.state
+    return _json_response(document(state.types, state.settings.strict_types))
+
+
+async def openapi(request: Request) -> Response:
+    state = request.app.state
+    if getattr(state, "openapi", None) is None:  # the routes and types are fixed: build once
+        state.openapi = build(request.app.routes, state.settings, state.types)
+    return _json_response(state.openapi)
