@@ -102,10 +102,9 @@ def components(types: EventTypes, strict: bool) -> dict[str, Schema]:
     events = []
     mapping = {}
     for name, data_schema in types.schemas.items():
-        data = copy.deepcopy(data_schema)
-        if "$id" not in data:  # references inside the schema resolve against itself
-            data["$id"] = f"urn:wsbroadcast:types:{name}"
+        data = _rebased(data_schema, f"#/components/schemas/{camel(name)}Data")
         data.pop("$schema", None)
+        data.pop("$id", None)
         schemas[f"{camel(name)}Data"] = data
         schemas[f"{camel(name)}Event"] = {
             "type": "object",
@@ -143,12 +142,34 @@ def components(types: EventTypes, strict: bool) -> dict[str, Schema]:
     return schemas
 
 
+def _rebased(node: Any, base: str) -> Any:
+    """A copy of a type's schema whose local references point into this document.
+
+    A type's `#/$defs/tag` means its own root; here that root sits under `base`.
+    (Plain-name anchors, `#tag`, need no change.)
+    """
+    if isinstance(node, dict):
+        return {
+            key: base + value[1:]
+            if key in ("$ref", "$dynamicRef")
+            and isinstance(value, str)
+            and (value == "#" or value.startswith("#/"))
+            else _rebased(value, base)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_rebased(item, base) for item in node]
+    return node
+
+
 # --- operations ----------------------------------------------------------------------------
 
 
 def operations(settings: Settings) -> dict[str, dict[str, Any]]:
     """Each short path's operations, by method; the `/api/v1` copies are made from these."""
-    publish_auth: list[dict[str, list[str]]] = [{"publishToken": []}] if settings.publish_token else []
+    publish_auth: list[dict[str, list[str]]] = (
+        [{"publishToken": []}] if settings.publish_token else []
+    )
     subscriber_auth: list[dict[str, list[str]]] = (
         [{"subscriberBearer": []}, {"subscriberCookie": []}, {"subscriberQuery": []}]
         if settings.jwt_secret
