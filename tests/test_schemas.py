@@ -123,7 +123,7 @@ def test_a_bad_types_file_stops_the_settings_naming_wsb_event_types(tmp_path: Pa
     message = str(caught.value)
     assert message.startswith("WSB_EVENT_TYPES: ") and "at types.like_update.type" in message
     assert "\n" not in message
-    with pytest.raises(SettingsError, match="^--event-types: "):
+    with pytest.raises(SettingsError, match=r"^--event-types: "):
         load_settings(["--event-types", path], environ={}, env_file=None)
 
 
@@ -139,7 +139,8 @@ def test_the_service_refuses_to_start_on_a_bad_types_file_with_one_line_and_exit
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"wsbroadcast: --event-types: {path!r} at types.resync: 'resync' is reserved for the service"
+        f"wsbroadcast: --event-types: {path!r} at types.resync: "
+        "'resync' is reserved for the service"
     ]
 
 

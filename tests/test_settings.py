@@ -29,6 +29,7 @@ def test_every_setting_of_the_contract_has_its_variable() -> None:
         "WSB_MAX_BODY_BYTES",
         "WSB_HEARTBEAT_SECONDS",
         "WSB_STRICT_TYPES",
+        "WSB_EVENT_TYPES",
         "WSB_LOG_LEVEL",
         "WEBSOCKET_ENABLED",
     }

@@ -31,7 +31,7 @@ class PublishError(Exception):
     """
 
     def __init__(self, status: int | None, error: str, detail: str) -> None:
-        super().__init__(f"{status or 'unreachable'} {error}: {detail}")
+        super().__init__(f"{status} {error}: {detail}" if status else f"{error}: {detail}")
         self.status = status
         self.error = error
         self.detail = detail

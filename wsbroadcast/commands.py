@@ -139,6 +139,8 @@ async def _tail(url: str, since: str | None, filters: dict[str, str], token: str
                 max_size=None,
             ) as ws:
                 delay = 0.1
+                after = f" after {since}" if since else ""
+                print(f"wsbroadcast tail: connected to {url}{after}", file=sys.stderr, flush=True)
                 async for frame in ws:
                     message = orjson.loads(frame)
                     kind = message.get("type")
