@@ -45,8 +45,8 @@ typecheck: install ## mypy --strict on the package
 test-py: install ## the Python tests (real servers, real sockets, real redis-server)
 	$(BIN)/pytest
 
-test-web: install-web ## the web client's type check and Jest tests
-	cd web && npm run typecheck && npm run lint && npm test
+test-web: install install-web ## the web client's type check, Jest tests, generated types up to date
+	cd web && npm run typecheck && npm run lint && npm test && npm run check:types
 
 e2e: install install-web install-browser ## the browser test: Chromium, next start and wsbroadcast
 	cd web && npm run e2e
