@@ -202,7 +202,7 @@ datas = st.dictionaries(
 )
 
 
-@settings(max_examples=400, deadline=None, database=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(kind=st.sampled_from(sorted(BUILTIN_SCHEMAS)), data=datas)
 def test_the_compiled_built_ins_agree_with_jsonschema_on_the_same_schemas(
     kind: str, data: dict[str, Any]
