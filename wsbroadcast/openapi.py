@@ -84,7 +84,11 @@ def components(types: EventTypes, strict: bool) -> dict[str, Schema]:
             "type": "object",
             "required": ["error", "detail"],
             "properties": {
-                "error": {"type": "string", "enum": list(ERROR_CODES)},
+                "error": {
+                    "type": "string",
+                    "description": "a stable code: " + ", ".join(ERROR_CODES),
+                    "examples": ["invalid_event"],
+                },
                 "detail": {"type": "string", "description": "names the place, e.g. events[3]"},
             },
         },
