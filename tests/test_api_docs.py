@@ -13,7 +13,7 @@ import orjson
 import pytest
 from openapi_spec_validator import validate
 
-from tests.conftest import FACTOR, Start, free_port, spawned
+from tests.conftest import FACTOR, Start, free_port, receive, spawned
 from wsbroadcast.openapi import served
 from wsbroadcast.schemas import BUILTIN_SCHEMAS
 
@@ -131,3 +131,19 @@ def test_schemathesis_finds_no_500_and_every_response_matches_the_document(
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
         assert "No issues found" in run.stdout
         server.terminate()
+
+
+async def test_a_custom_types_post_id_filters_like_a_built_ins(
+    start: Start, types_file: str
+) -> None:
+    async with (
+        start(event_types=types_file) as svc,
+        svc.subscribe(post_id="p1", types="like_update") as ws,
+    ):
+        await svc.publish([
+            {"type": "like_update", "data": {"post_id": "p2", "likes": 1}},
+            {"type": "like_update", "data": {"post_id": "p1", "likes": 5, "voters": ["ann"]}},
+        ])  # fmt: skip
+        event = await receive(ws)
+    assert event["type"] == "like_update"
+    assert event["data"] == {"post_id": "p1", "likes": 5, "voters": ["ann"]}

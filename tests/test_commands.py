@@ -259,3 +259,14 @@ async def test_tail_resumes_from_the_heartbeats_last_id_and_stops_on_4400() -> N
         "wsbroadcast tail: closed with 4400 (a bad query parameter): "
         "types: 'Bad' cannot be an event type"
     )
+
+
+def test_serve_serves_with_its_settings_as_wsbroadcast_alone_does() -> None:
+    port = free_port()
+    with spawned("serve", "--port", str(port), "--heartbeat-seconds", "5") as server:
+        server.wait_ready()
+        done = run("publish", "blog_update", "post_id=p1", "action=created",
+                   "--url", f"http://127.0.0.1:{port}")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert server.terminate() == 0
+    assert f"127.0.0.1:{port}" in server.output
