@@ -128,6 +128,7 @@ async def _tail(url: str, since: str | None, filters: dict[str, str], token: str
 
     subprotocols = ["wsbroadcast", *([f"bearer.{token}"] if token else [])]
     delay = 0.1
+    down = False  # in an outage already announced
     out = sys.stdout
     while True:
         params = {**filters, **({"since": since} if since else {})}
@@ -138,7 +139,7 @@ async def _tail(url: str, since: str | None, filters: dict[str, str], token: str
                 open_timeout=10,
                 max_size=None,
             ) as ws:
-                delay = 0.1
+                delay, down = 0.1, False
                 after = f" after {since}" if since else ""
                 print(f"wsbroadcast tail: connected to {url}{after}", file=sys.stderr, flush=True)
                 async for frame in ws:
@@ -172,8 +173,12 @@ async def _tail(url: str, since: str | None, filters: dict[str, str], token: str
                 return _fail("tail", f"closed with {code} ({FINAL_CLOSES[code]}): {reason}")
         except websockets.InvalidURI as exc:
             return _fail("tail", str(exc))
-        except (OSError, TimeoutError, websockets.InvalidHandshake):
-            pass  # the service is down or restarting: try again
+        except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+            # The service is down or restarting: say so once, and keep trying.
+            if not down:
+                print(f"wsbroadcast tail: cannot reach {url} ({exc or type(exc).__name__}); "
+                      "retrying", file=sys.stderr, flush=True)  # fmt: skip
+                down = True
         # Jittered backoff, so tails cut off together do not come back together.
         await anyio.sleep(random.uniform(delay / 2, delay))
         delay = min(delay * 2, 5.0)
