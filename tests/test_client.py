@@ -4,6 +4,7 @@ honoured, a service that comes up late, and a 4xx that raises at once."""
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from starlette.routing import Route
 from tests.conftest import FACTOR, Service, blog, listening_socket, receive, within
 from wsbroadcast.app import create_app
 from wsbroadcast.cli import build_server
-from wsbroadcast.client import AsyncPublisher, Publisher, PublishError
+from wsbroadcast.client import AsyncPublisher, Publisher, PublishError, _retry_after
 from wsbroadcast.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -193,3 +194,19 @@ def test_importing_the_client_loads_neither_starlette_nor_uvicorn() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("3", 3.0), ("0", 0.0), ("soon", None), (None, None)],
+    ids=["seconds", "zero", "not-a-time", "absent"],
+)
+def test_retry_after_is_read_as_seconds(header: str | None, seconds: float | None) -> None:
+    assert _retry_after(header) == seconds
+
+
+def test_retry_after_as_an_http_date_is_the_seconds_until_it() -> None:
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    wait = _retry_after(later)
+    assert wait is not None and 25 <= wait <= 31
+    assert _retry_after(email.utils.formatdate(time.time() - 30, usegmt=True)) == 0.0
