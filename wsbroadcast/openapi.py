@@ -143,7 +143,64 @@ def components(types: EventTypes, strict: bool) -> dict[str, Schema]:
     if strict:
         event["discriminator"] = {"propertyName": "type", "mapping": mapping}
     schemas["Event"] = event
+    schemas.update(messages())
     return schemas
+
+
+def _control(kind: str, data: Schema, description: str) -> Schema:
+    return {
+        "type": "object",
+        "description": description + " (no id)",
+        "required": ["type", "timestamp"],
+        "properties": {"type": {"const": kind}, "data": data, "timestamp": _ref("Timestamp")},
+    }
+
+
+def messages() -> dict[str, Schema]:
+    """What a subscriber receives: one per WebSocket text frame or SSE `data:` record."""
+    return {
+        "DeliveredEvent": {
+            "type": "object",
+            "description": "an Event as published (see Event), with its id and timestamp",
+            "required": ["id", "type", "data", "timestamp"],
+            "properties": {
+                "id": {"type": "string", "description": "opaque; a valid since"},
+                "type": {"type": "string"},
+                "data": {"type": "object"},
+                "timestamp": _ref("Timestamp"),
+            },
+        },
+        "Heartbeat": _control(
+            "heartbeat",
+            {
+                "type": "object",
+                "properties": {"last_id": {"type": "string"}, "interval": {"type": "number"}},
+            },
+            "after a quiet interval; last_id is always a valid since",
+        ),
+        "Resync": _control(
+            "resync",
+            {
+                "type": "object",
+                "required": ["reason", "head"],
+                "properties": {"reason": {"type": "string"}, "head": {"type": "string"}},
+            },
+            "since is no longer in history: refetch state, live events follow",
+        ),
+        "Readers": _control(
+            "readers",
+            {
+                "type": "object",
+                "required": ["post_id", "readers"],
+                "properties": {"post_id": {"type": "string"}, "readers": {"type": "integer"}},
+            },
+            "the post's live reader count, with readers=1",
+        ),
+        "Message": {
+            "description": "one WebSocket text frame, or one SSE data: record",
+            "oneOf": [_ref(n) for n in ("DeliveredEvent", "Heartbeat", "Resync", "Readers")],
+        },
+    }
 
 
 def _rebased(node: Any, base: str) -> Any:
@@ -326,7 +383,8 @@ def operations(settings: Settings) -> dict[str, dict[str, Any]]:
             "get": {
                 "summary": "Subscribe with Server-Sent Events",
                 "description": (
-                    "Each event as `id: <id>` and `data: <JSON>`; heartbeats as comments. "
+                    "Each event as `id: <id>` and `data: <Message JSON>` "
+                    "(`#/components/schemas/Message`); heartbeats as comments. "
                     "Resume with Last-Event-ID or since."
                 ),
                 "security": subscriber_auth,
@@ -336,7 +394,7 @@ def operations(settings: Settings) -> dict[str, dict[str, Any]]:
                 ],
                 "responses": {
                     "200": {
-                        "description": "the stream: one `data:` record per event",
+                        "description": "the stream: one `data:` record per Message",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
                     "400": _error("a bad query parameter", "invalid_body"),
@@ -355,8 +413,8 @@ def operations(settings: Settings) -> dict[str, dict[str, Any]]:
             "get": {
                 "summary": "Subscribe over WebSocket (receive-only)",
                 "description": (
-                    "A WebSocket handshake (RFC 6455). Each message is one JSON event "
-                    "(`#/components/schemas/Event` plus its `id`); control messages "
+                    "A WebSocket handshake (RFC 6455). Each text frame is one Message "
+                    "(`#/components/schemas/Message`): an event with its id; control messages "
                     "`heartbeat`, `resync` and `readers` have no id. A refused handshake is "
                     "accepted, then closed: 4400 bad parameter, 4401 token, 4403 Origin, "
                     "4429 rate, 1013 full or off. Token: the `bearer.<jwt>` subprotocol "
@@ -372,7 +430,9 @@ def operations(settings: Settings) -> dict[str, dict[str, Any]]:
                         "schema": {"const": "websocket"},
                     },
                 ],
-                "responses": {"101": {"description": "switching to the WebSocket protocol"}},
+                "responses": {
+                    "101": {"description": "switching to the WebSocket protocol; then Messages"}
+                },
             }
         },
     }
