@@ -2,7 +2,7 @@
 
 The OpenAPI 3.1 document is made from the routes the app serves and the types in
 force, so it cannot fall behind either; a route with no description here is left out,
-and a test fails on it.
+and a test fails on it. Each route's operation is in `operations`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from . import __version__
-from .events import MAX_BATCH
+from .operations import operations, ref
 from .schemas import RESERVED_TYPES, EventTypes, Schema, document
 from .settings import Settings
 
@@ -54,27 +54,6 @@ def camel(name: str) -> str:
     return "".join(
         part.capitalize() for part in name.replace(".", "_").replace("-", "_").split("_")
     )
-
-
-# --- bodies ------------------------------------------------------------------------------
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: Schema, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _error(description: str, *codes: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = _json(_ref("Error"), description + f" (`error`: {', '.join(codes)})")
-    if headers:
-        response["headers"] = headers
-    return response
-
-
-RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
 
 
 def components(types: EventTypes, strict: bool) -> dict[str, Schema]:
@@ -116,11 +95,11 @@ def components(types: EventTypes, strict: bool) -> dict[str, Schema]:
             "additionalProperties": False,
             "properties": {
                 "type": {"const": name},
-                "data": _ref(f"{camel(name)}Data"),
-                "timestamp": _ref("Timestamp"),
+                "data": ref(f"{camel(name)}Data"),
+                "timestamp": ref("Timestamp"),
             },
         }
-        events.append(_ref(f"{camel(name)}Event"))
+        events.append(ref(f"{camel(name)}Event"))
         mapping[name] = f"#/components/schemas/{camel(name)}Event"
     if not strict:
         schemas["OtherEvent"] = {
@@ -135,10 +114,10 @@ def components(types: EventTypes, strict: bool) -> dict[str, Schema]:
                     "not": {"enum": sorted({*types.names, *RESERVED_TYPES})},
                 },
                 "data": {"type": "object"},
-                "timestamp": _ref("Timestamp"),
+                "timestamp": ref("Timestamp"),
             },
         }
-        events.append(_ref("OtherEvent"))
+        events.append(ref("OtherEvent"))
     event: Schema = {"oneOf": events}
     if strict:
         event["discriminator"] = {"propertyName": "type", "mapping": mapping}
@@ -152,7 +131,7 @@ def _control(kind: str, data: Schema, description: str) -> Schema:
         "type": "object",
         "description": description + " (no id)",
         "required": ["type", "timestamp"],
-        "properties": {"type": {"const": kind}, "data": data, "timestamp": _ref("Timestamp")},
+        "properties": {"type": {"const": kind}, "data": data, "timestamp": ref("Timestamp")},
     }
 
 
@@ -167,7 +146,7 @@ def messages() -> dict[str, Schema]:
                 "id": {"type": "string", "description": "opaque; a valid since"},
                 "type": {"type": "string"},
                 "data": {"type": "object"},
-                "timestamp": _ref("Timestamp"),
+                "timestamp": ref("Timestamp"),
             },
         },
         "Heartbeat": _control(
@@ -198,7 +177,7 @@ def messages() -> dict[str, Schema]:
         ),
         "Message": {
             "description": "one WebSocket text frame, or one SSE data: record",
-            "oneOf": [_ref(n) for n in ("DeliveredEvent", "Heartbeat", "Resync", "Readers")],
+            "oneOf": [ref(n) for n in ("DeliveredEvent", "Heartbeat", "Resync", "Readers")],
         },
     }
 
@@ -221,235 +200,6 @@ def _rebased(node: Any, base: str) -> Any:
     if isinstance(node, list):
         return [_rebased(item, base) for item in node]
     return node
-
-
-# --- operations ----------------------------------------------------------------------------
-
-
-def operations(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Each short path's operations, by method; the `/api/v1` copies are made from these."""
-    publish_auth: list[dict[str, list[str]]] = (
-        [{"publishToken": []}] if settings.publish_token else []
-    )
-    subscriber_auth: list[dict[str, list[str]]] = (
-        [{"subscriberBearer": []}, {"subscriberCookie": []}, {"subscriberQuery": []}]
-        if settings.jwt_secret
-        else []
-    )
-    filters = [
-        _query("since", "resume after this id"),
-        _query("types", "comma list of types to deliver"),
-        _query("post_id", "only events with this data.post_id, and those with none"),
-        _query("rewind", "begin with the last N events (1 to 100)", {"type": "integer"}),
-        _query("readers", "1: also reader counts for post_id", {"type": "string"}),
-    ]
-    refused = {"401": _error("subscriber token missing or wrong", "unauthorized")}
-    return {
-        "/events": {
-            "post": {
-                "summary": "Publish one event or a batch",
-                "security": publish_auth,
-                "parameters": [
-                    _query(
-                        "dry_run", "validate only", {"type": "string", "enum": ["true", "false"]}
-                    ),
-                    {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "required": False,
-                        "description": "a repeat within 10 minutes publishes nothing",
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 256},
-                    },
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "oneOf": [
-                                    _ref("Event"),
-                                    {
-                                        "type": "array",
-                                        "items": _ref("Event"),
-                                        "minItems": 1,
-                                        "maxItems": MAX_BATCH,
-                                    },
-                                ]
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "202": _json(_ref("Ids"), "published: the ids in the batch's order"),
-                    "200": _json(_ref("Ids"), "dry_run: valid, nothing published"),
-                    "400": _error("not JSON, not events", "invalid_json", "invalid_body"),
-                    "401": _error(
-                        "publish token missing or wrong",
-                        "unauthorized",
-                        headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
-                    ),
-                    "413": _error("body or batch too large", "too_large"),
-                    "415": _error("not a JSON content type", "unsupported_media_type"),
-                    "422": _error("an event fails validation", "invalid_event"),
-                    "503": _error("broker unreachable", "unavailable", headers=RETRY_AFTER),
-                },
-            }
-        },
-        "/events/head": {
-            "get": {
-                "summary": "The newest position, always a valid since",
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["id"],
-                            "properties": {"id": {"type": "string"}},
-                        },
-                        "the head",
-                    ),
-                    "503": _error("broker unreachable", "unavailable", headers=RETRY_AFTER),
-                },
-            }
-        },
-        "/healthz": {
-            "get": {
-                "summary": "Liveness",
-                "responses": {"200": _json(_status(), "the process serves")},
-            }
-        },
-        "/readyz": {
-            "get": {
-                "summary": "Readiness: the broker is reachable",
-                "responses": {
-                    "200": _json(_status(), "ready"),
-                    "503": _error("broker unreachable", "unavailable", headers=RETRY_AFTER),
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus text format",
-                "responses": {
-                    "200": {
-                        "description": "metrics",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
-        "/readers": {
-            "get": {
-                "summary": "Live reader counts",
-                "security": subscriber_auth,
-                "parameters": [
-                    _query("post_id", "one post's count"),
-                    _query("top", "how many posts (1 to 100)", {"type": "integer"}),
-                ],
-                "responses": {
-                    "200": _json({"type": "object"}, "counts"),
-                    "400": _error("a bad query parameter", "invalid_body"),
-                    **refused,
-                    "403": _error("Origin not allowed", "forbidden"),
-                    "429": _error("too many requests", "too_many_requests"),
-                    "503": _error("unavailable", "unavailable", headers=RETRY_AFTER),
-                },
-            }
-        },
-        "/schema": {
-            "get": {
-                "summary": "The event types in force, as JSON Schemas",
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["strict", "types"],
-                            "properties": {
-                                "strict": {"type": "boolean"},
-                                "types": {"type": "object"},
-                            },
-                        },
-                        "types",
-                    )
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "summary": "This document",
-                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
-            }
-        },
-        "/sse": {
-            "get": {
-                "summary": "Subscribe with Server-Sent Events",
-                "description": (
-                    "Each event as `id: <id>` and `data: <Message JSON>` "
-                    "(`#/components/schemas/Message`); heartbeats as comments. "
-                    "Resume with Last-Event-ID or since."
-                ),
-                "security": subscriber_auth,
-                "parameters": [
-                    *filters,
-                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
-                ],
-                "responses": {
-                    "200": {
-                        "description": "the stream: one `data:` record per Message",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                    },
-                    "400": _error("a bad query parameter", "invalid_body"),
-                    **refused,
-                    "403": _error("Origin not allowed", "forbidden"),
-                    "429": _error("too many connection attempts", "too_many_requests"),
-                    "503": _error("subscribing off, or full", "unavailable", headers=RETRY_AFTER),
-                },
-            },
-            "options": {
-                "summary": "CORS preflight for a fetch-based SSE client",
-                "responses": {"204": {"description": "the allowed origin, methods, headers"}},
-            },
-        },
-        "/ws": {
-            "get": {
-                "summary": "Subscribe over WebSocket (receive-only)",
-                "description": (
-                    "A WebSocket handshake (RFC 6455). Each text frame is one Message "
-                    "(`#/components/schemas/Message`): an event with its id; control messages "
-                    "`heartbeat`, `resync` and `readers` have no id. A refused handshake is "
-                    "accepted, then closed: 4400 bad parameter, 4401 token, 4403 Origin, "
-                    "4429 rate, 1013 full or off. Token: the `bearer.<jwt>` subprotocol "
-                    "beside `wsbroadcast`, the wsb_token cookie, or `token=`."
-                ),
-                "security": subscriber_auth,
-                "parameters": [
-                    *filters,
-                    {
-                        "name": "Upgrade",
-                        "in": "header",
-                        "required": True,
-                        "schema": {"const": "websocket"},
-                    },
-                ],
-                "responses": {
-                    "101": {"description": "switching to the WebSocket protocol; then Messages"}
-                },
-            }
-        },
-    }
-
-
-def _query(name: str, description: str, schema: Schema | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": schema or {"type": "string"},
-    }
-
-
-def _status() -> Schema:
-    return {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
 
 
 def build(routes: Iterable[BaseRoute], settings: Settings, types: EventTypes) -> dict[str, Any]:
