@@ -56,8 +56,10 @@ class _Attempts:
 
     def wait(self, failure: httpx.Response | Exception, at_least: float | None = None) -> float:
         """The pause before the next try, or raise when it would end past the deadline."""
-        # Full jitter: publishers that failed together do not retry together.
-        pause = random.uniform(self.delay / 2, self.delay) if at_least is None else at_least
+        # Jitter: publishers that failed together do not retry together, even when the
+        # service told them all the same Retry-After.
+        jitter = random.uniform(self.delay / 2, self.delay)
+        pause = jitter if at_least is None else at_least + jitter / 2
         self.delay = min(self.delay * 2, MAX_DELAY)
         if time.monotonic() + pause > self.deadline:
             if isinstance(failure, httpx.Response):
