@@ -31,6 +31,7 @@ def test_every_setting_of_the_contract_has_its_variable() -> None:
         "WSB_HEARTBEAT_SECONDS",
         "WSB_STRICT_TYPES",
         "WSB_OUTBOX_URL",
+        "WSB_EVENT_TYPES",
         "WSB_LOG_LEVEL",
         "WEBSOCKET_ENABLED",
     }

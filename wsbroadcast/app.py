@@ -10,11 +10,12 @@ import anyio
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
-from . import endpoints, sse
+from . import endpoints, openapi, sse
 from .brokers import from_url
 from .errors import ServiceError
 from .hub import Hub
 from .metrics import Metrics
+from .schemas import EventTypes
 from .security import RateLimiter
 from .settings import Settings, load_settings
 
@@ -30,6 +31,8 @@ def routes() -> list[BaseRoute]:
         Route("/healthz", endpoints.healthz, methods=["GET"]),
         Route("/readyz", endpoints.readyz, methods=["GET"]),
         Route("/metrics", endpoints.metrics, methods=["GET"]),
+        Route("/schema", openapi.schema, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi, methods=["GET"]),
     ]
 
 
@@ -64,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                         hub,
                         app.state.metrics,
                         strict_types=settings.strict_types,
+                        types=app.state.types,
                     )
                     await tasks.start(relay.run)
                 yield
@@ -78,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.types = EventTypes.from_file(settings.event_types)
     app.state.metrics = Metrics()
     app.state.limiter = RateLimiter(settings.connect_rate)
     return app

@@ -15,7 +15,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from . import transports
+from . import commands, transports
 from .app import DRAIN_SECONDS, create_app
 from .settings import Settings, SettingsError, load_settings
 
@@ -190,8 +190,16 @@ def tune_gc() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    # `wsbroadcast publish ...`, `tail`, `schema`; anything else (`serve` or none) serves.
+    if args and args[0] in commands.RUN:
+        sys.exit(commands.RUN[args[0]](args[1:]))
+    if args[:1] in (["-h"], ["--help"]):
+        print(commands.usage() + "\n")
+    elif args[:1] == ["serve"]:
+        args = args[1:]
     try:
-        settings = load_settings(sys.argv[1:] if argv is None else argv)
+        settings = load_settings(args)
     except SettingsError as exc:
         print(f"wsbroadcast: {exc}", file=sys.stderr)
         sys.exit(2)

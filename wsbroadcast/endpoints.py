@@ -106,7 +106,7 @@ async def publish(request: Request) -> Response:
             logger.debug("published %d event(s) (repeated key)", len(ids))
             return JSONResponse({"ids": ids}, 202)
     body = await read_body(request, settings.max_body_bytes)
-    drafts = parse_batch(body, strict_types=settings.strict_types)
+    drafts = parse_batch(body, strict_types=settings.strict_types, types=request.app.state.types)
     if dry_run:
         return JSONResponse({"ids": []}, 200)
     appended = await hub.publish(drafts, key)

@@ -5,7 +5,6 @@ Pure: no I/O, so the contract's tables test in milliseconds.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,22 +14,12 @@ import orjson
 from websockets.frames import Frame, Opcode
 
 from .errors import InvalidBody, InvalidEvent, InvalidJSON, TooLarge
+from .schemas import BUILTIN_SCHEMAS, BUILTINS, RESERVED_TYPES, TYPE_PATTERN, EventTypes
 
 MAX_BATCH = 500
 MAX_POST_ID = 256
-KNOWN_TYPES = ("blog_update", "comment_update", "system_notification")
-RESERVED_TYPES = frozenset({"heartbeat", "resync"})
-TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
-ACTIONS = ("created", "updated", "deleted")
-LEVELS = ("info", "warning", "error")
+KNOWN_TYPES = tuple(BUILTIN_SCHEMAS)
 EVENT_FIELDS = frozenset({"type", "data", "timestamp"})
-# What each known type requires in `data`: a field and the values it may take
-# (None: any non-empty string). Extra fields pass through untouched.
-REQUIRED: dict[str, tuple[tuple[str, tuple[str, ...] | None], ...]] = {
-    "blog_update": (("post_id", None), ("action", ACTIONS)),
-    "comment_update": (("post_id", None), ("comment_id", None), ("action", ACTIONS)),
-    "system_notification": (("message", None), ("level", LEVELS)),
-}
 
 
 class Position(NamedTuple):
@@ -183,12 +172,18 @@ def loads(body: bytes) -> Any:
         raise InvalidJSON(f"body is not valid JSON: {reason}") from None
 
 
-def parse_batch(body: bytes, *, strict_types: bool = True, now: str | None = None) -> list[Draft]:
+def parse_batch(
+    body: bytes,
+    *,
+    strict_types: bool = True,
+    types: EventTypes = BUILTINS,
+    now: str | None = None,
+) -> list[Draft]:
     """Validate a body holding one event or an array of them; all or nothing."""
     document = loads(body)
     stamp = now or now_timestamp()
     if isinstance(document, dict):
-        return [parse_event(document, "", strict_types=strict_types, now=stamp)]
+        return [parse_event(document, "", strict_types=strict_types, types=types, now=stamp)]
     if not isinstance(document, list):
         raise InvalidBody("body must be an event object or an array of event objects")
     if not document:
@@ -199,13 +194,18 @@ def parse_batch(body: bytes, *, strict_types: bool = True, now: str | None = Non
         if not isinstance(item, dict):
             raise InvalidBody(f"events[{index}]: must be an object")
     return [
-        parse_event(item, f"events[{index}].", strict_types=strict_types, now=stamp)
+        parse_event(item, f"events[{index}].", strict_types=strict_types, types=types, now=stamp)
         for index, item in enumerate(document)
     ]
 
 
 def parse_event(
-    raw: dict[str, Any], where: str = "", *, strict_types: bool = True, now: str | None = None
+    raw: dict[str, Any],
+    where: str = "",
+    *,
+    strict_types: bool = True,
+    types: EventTypes = BUILTINS,
+    now: str | None = None,
 ) -> Draft:
     """Validate one event object; `where` prefixes every place named in an error."""
     for name in raw:
@@ -213,17 +213,13 @@ def parse_event(
             raise InvalidEvent(
                 f"{where}{name}: unknown field (an event has only type, data and timestamp)"
             )
-    kind = _check_type(raw.get("type"), where, strict_types)
+    kind = _check_type(raw.get("type"), where, strict_types, types)
     data = raw.get("data")
     if not isinstance(data, dict):
         raise InvalidEvent(f"{where}data: must be an object")
-    for name, allowed in REQUIRED.get(kind, ()):
-        value = data.get(name)
-        if allowed is None:
-            if not isinstance(value, str) or not value.strip():
-                raise InvalidEvent(f"{where}data.{name}: must be a non-empty string")
-        elif value not in allowed:
-            raise InvalidEvent(f"{where}data.{name}: must be one of {', '.join(allowed)}")
+    check = types.checks.get(kind)
+    if check is not None:  # None: an unknown type, let in with strict typing off
+        check(data, where)
     post_id = data.get("post_id")
     if isinstance(post_id, str) and len(post_id) > MAX_POST_ID:
         # A filter is at most 256 characters long: it could never match this.
@@ -236,18 +232,18 @@ def parse_event(
     return Draft(type=kind, data=data, timestamp=stamp)
 
 
-def _check_type(kind: object, where: str, strict_types: bool) -> str:
+def _check_type(kind: object, where: str, strict_types: bool, types: EventTypes) -> str:
     if kind is None:
         raise InvalidEvent(f"{where}type: is required")
     if not isinstance(kind, str):
         raise InvalidEvent(f"{where}type: must be a string")
     if kind in RESERVED_TYPES:
         raise InvalidEvent(f"{where}type: {kind!r} is reserved for the service")
-    if kind in REQUIRED:
+    if kind in types.checks:
         return kind
     if strict_types:
         raise InvalidEvent(
-            f"{where}type: unknown type {kind[:64]!r} (known: {', '.join(KNOWN_TYPES)})"
+            f"{where}type: unknown type {kind[:64]!r} (known: {', '.join(types.names)})"
         )
     if not TYPE_PATTERN.fullmatch(kind):
         raise InvalidEvent(f"{where}type: must match ^[a-z][a-z0-9_.-]{{0,63}}$")

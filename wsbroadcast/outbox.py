@@ -21,6 +21,7 @@ from anyio.abc import TaskStatus
 
 from .errors import InvalidEvent, ServiceError, Unavailable
 from .events import MAX_BATCH, Draft, format_timestamp, parse_event
+from .schemas import BUILTINS, EventTypes
 from .hub import Hub
 from .metrics import Metrics
 from .outbox_schema import CHANNEL, RELAY_LOCK, WAKE_LOCK, ensure_schema
@@ -82,11 +83,20 @@ def hide_password(url: str) -> str:
 class Relay:
     """Relays `wsb_outbox` to the hub while this instance holds the relay lock."""
 
-    def __init__(self, url: str, hub: Hub, metrics: Metrics, *, strict_types: bool) -> None:
+    def __init__(
+        self,
+        url: str,
+        hub: Hub,
+        metrics: Metrics,
+        *,
+        strict_types: bool,
+        types: EventTypes = BUILTINS,
+    ) -> None:
         self.url = url
         self.hub = hub
         self.metrics = metrics
         self.strict_types = strict_types
+        self.types = types  # the blog's own types (WSB_EVENT_TYPES), checked as a POST's
         self._shown = hide_password(url)
         self._secrets = url_passwords(url)
         # Batches this process appended but has not yet seen removed: a redo of one after a
@@ -251,7 +261,9 @@ class Relay:
             raise InvalidEvent(f"data: cannot be carried as JSON ({exc})") from None
         raw = {"type": kind, "data": parsed}
         # The row's own time when it names none: stable, so a redo builds the same event.
-        return parse_event(raw, "", strict_types=self.strict_types, now=format_timestamp(stamp))
+        return parse_event(
+            raw, "", strict_types=self.strict_types, types=self.types, now=format_timestamp(stamp)
+        )
 
     async def _mark(
         self, conn: AsyncConnection[Any], nonce: str, ids: list[int], dead: list[tuple[int, str]]

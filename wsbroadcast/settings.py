@@ -113,6 +113,18 @@ def _ips(raw: str) -> tuple[str, ...]:
     return items
 
 
+def _event_types(raw: str) -> str | None:
+    if not raw.strip():
+        return None
+    from .schemas import SchemaFileError, load_file  # jsonschema only when a file is named
+
+    try:
+        load_file(raw)
+    except SchemaFileError as exc:
+        raise ValueError(str(exc)) from None
+    return raw
+
+
 def _log_level(raw: str) -> LogLevel:
     lowered = raw.strip().lower()
     for level in LOG_LEVELS:
@@ -157,6 +169,7 @@ class Settings:
     heartbeat_seconds: float = setting(25.0, _seconds)
     header_timeout: float = setting(10.0, _positive)
     strict_types: bool = setting(True, _bool)
+    event_types: str | None = setting(None, _event_types)  # a path, its file checked here
     # Shown "(hidden)" in errors, and its password kept out of every log line.
     outbox_url: str | None = setting(None, _outbox_url, secret="password")
     log_level: LogLevel = setting("info", _log_level)
