@@ -21,10 +21,10 @@ from anyio.abc import TaskStatus
 
 from .errors import InvalidEvent, ServiceError, Unavailable
 from .events import MAX_BATCH, Draft, format_timestamp, parse_event
-from .schemas import BUILTINS, EventTypes
 from .hub import Hub
 from .metrics import Metrics
 from .outbox_schema import CHANNEL, RELAY_LOCK, WAKE_LOCK, ensure_schema
+from .schemas import BUILTINS, EventTypes
 from .settings import url_passwords
 
 if TYPE_CHECKING:
