@@ -220,3 +220,29 @@ it('falls back to /sse when a proxy refuses the WebSocket Upgrade, and still sho
   }
   expect(pageErrors).toEqual([]);
 });
+
+it('stills the badge pulse for a reader who asked for reduced motion', async () => {
+  const tab = await context.newPage();
+  try {
+    await tab.goto(pageUrl, { timeout: STEP_MS });
+    const animation = () =>
+      tab.evaluate(() => {
+        // A reconnecting badge, as the page draws one.
+        const badge = document.createElement('span');
+        badge.className = 'badge badge--reconnecting';
+        const dot = document.createElement('span');
+        dot.className = 'badge__dot';
+        badge.append(dot);
+        document.body.append(badge);
+        const name = getComputedStyle(dot).animationName;
+        badge.remove();
+        return name;
+      });
+    await tab.emulateMedia({ reducedMotion: 'no-preference' });
+    expect(await animation()).toBe('pulse');
+    await tab.emulateMedia({ reducedMotion: 'reduce' });
+    expect(await animation()).toBe('none');
+  } finally {
+    await tab.close();
+  }
+});
