@@ -105,7 +105,11 @@ function writeStored(key: string | null, id: string): void {
 
 /** The default sessionStorage key: one position per subscribe URL and filters. */
 export function lastEventIdKey(url: string, types?: readonly string[], postId?: string): string {
-  return `wsbroadcast:last-event-id:${subscribeUrl(url, { types, postId })}`;
+  // On the server a relative URL stays relative (there is no page yet); the key is used in the browser only.
+  const target = isRelativeUrl(url)
+    ? `${url}?types=${types?.join(',') ?? ''}&post_id=${postId ?? ''}`
+    : subscribeUrl(url, { types, postId });
+  return `wsbroadcast:last-event-id:${target}`;
 }
 
 /**
