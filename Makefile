@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-web install-browser fmt lint typecheck test test-py test-web e2e run up down bench all
+.PHONY: help install install-web install-browser fmt lint typecheck test test-py test-lowest test-web e2e run up down bench all
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -45,13 +45,23 @@ typecheck: install ## mypy --strict on the package
 test-py: install ## the Python tests (real servers, real sockets, real redis-server)
 	$(BIN)/pytest
 
+LOWEST := .venv-lowest
+test-lowest: install ## the Python tests again, on the lowest versions pyproject.toml allows
+	rm -rf $(LOWEST)
+	$(BIN)/uv venv -q -p $(PYTHON) $(LOWEST)
+	VIRTUAL_ENV=$(LOWEST) $(BIN)/uv pip install -q --resolution lowest-direct -e '.[redis]'
+	VIRTUAL_ENV=$(LOWEST) $(BIN)/uv pip freeze | grep -v -e '^-e ' -e 'file://' > $(LOWEST)/lowest.txt
+	VIRTUAL_ENV=$(LOWEST) $(BIN)/uv pip install -q -e '.[dev]' -c $(LOWEST)/lowest.txt
+	@echo "lowest versions:" $$(grep -iE '^(anyio|orjson|starlette|uvicorn|websockets|redis)=' $(LOWEST)/lowest.txt)
+	$(LOWEST)/bin/pytest
+
 test-web: install-web ## the web client's type check and Jest tests
 	cd web && npm run typecheck && npm run lint && npm test
 
 e2e: install install-web install-browser ## the browser test: Chromium, next start and wsbroadcast
 	cd web && npm run e2e
 
-test: lint typecheck test-py test-web e2e ## everything: lint, types, Python, web and browser tests
+test: lint typecheck test-py test-lowest test-web e2e ## everything: lint, types, Python (latest and lowest versions), web and browser tests
 
 run: install ## serve on http://127.0.0.1:8000 with the embedded broker
 	$(BIN)/wsbroadcast

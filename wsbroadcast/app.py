@@ -8,9 +8,7 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import endpoints, sse
 from .brokers import from_url
@@ -21,22 +19,6 @@ from .security import RateLimiter
 from .settings import Settings, load_settings
 
 DRAIN_SECONDS = 3.0
-
-
-class RawSend:
-    """Keeps the server's own `send` in the scope for the fan-out.
-
-    Starlette wraps `send` once per layer; the hub writes every frame to every
-    subscriber, so it calls the server's directly. Only plumbing: no logic here.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            scope[endpoints.RAW_SEND] = send
-        await self.app(scope, receive, send)
 
 
 def routes() -> list[BaseRoute]:
@@ -57,7 +39,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        broker = from_url(settings.broker_url, settings.history_size)
+        broker = from_url(
+            settings.broker_url,
+            settings.history_size,
+            settings.history_bytes,
+            settings.backlog_bytes,
+        )
         hub = Hub(
             broker,
             app.state.metrics,
@@ -77,7 +64,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[*routes(), Mount("/api/v1", routes=routes())],
-        middleware=[Middleware(RawSend)],
         exception_handlers={ServiceError: endpoints.service_error},
         lifespan=lifespan,
     )

@@ -15,8 +15,11 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
+from . import transports
 from .app import DRAIN_SECONDS, create_app
 from .settings import Settings, SettingsError, load_settings
+
+logger = logging.getLogger("wsbroadcast")
 
 # A `token=` value (query, cookie), a bearer credential (header, subprotocol), any JWT.
 SECRET_IN_TEXT = re.compile(
@@ -119,9 +122,44 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def protocols(settings: Settings) -> dict[str, Any]:
+    """uvicorn's protocols with the service's hooks, or uvicorn's own when it lacks a name
+    the hooks rely on: then frames go through the plain ASGI send, slower but right."""
+    missing = transports.check_uvicorn()
+    options: dict[str, Any] = {}
+    if not any(name.startswith("WebSocket") for name in missing):
+        options["ws"] = transports.WebSocketProtocol
+    if not any(name.startswith("HttpTools") for name in missing):
+        options["http"] = transports.http_protocol(settings.header_timeout)
+    if missing:
+        logger.warning(
+            "uvicorn %s lacks %s: running without the service's hooks into it (slower "
+            "fan-out%s); install the uvicorn version pyproject.toml names",
+            uvicorn.__version__,
+            ", ".join(missing),
+            "" if "http" in options else ", no request header timeout",
+        )
+    return options
+
+
+def check_fd_limit(settings: Settings) -> None:
+    """Warn when the file limit cannot hold WSB_MAX_CONNECTIONS subscribers."""
+    needed = settings.max_connections + transports.FD_HEADROOM
+    if transports.FD_LIMIT < needed:
+        logger.warning(
+            "the open file limit is %d, below WSB_MAX_CONNECTIONS (%d) plus %d: connections "
+            "past it will fail; raise it (ulimit -n %d) or lower WSB_MAX_CONNECTIONS",
+            transports.FD_LIMIT,
+            settings.max_connections,
+            transports.FD_HEADROOM,
+            needed,
+        )
+
+
 def build_server(settings: Settings, app: Starlette | None = None, **overrides: Any) -> Server:
     app = app or create_app(settings)
     options = uvicorn_options()
+    options.update(protocols(settings))
     options.update(
         host=settings.host,
         port=settings.port,
@@ -158,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"wsbroadcast: {exc}", file=sys.stderr)
         sys.exit(2)
     server = build_server(settings)
+    check_fd_limit(settings)
     tune_gc()
     server.run()
     sys.exit(0 if server.started else 1)

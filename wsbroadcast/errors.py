@@ -85,3 +85,8 @@ class Refused(Exception):
         self.code = code
         self.reason = reason
         self.http_error = http_error
+
+    @property
+    def close_reason(self) -> str:
+        """The reason cut to what a close frame holds: 123 bytes of UTF-8 (RFC 6455 5.5)."""
+        return self.reason.encode()[:123].decode(errors="ignore")

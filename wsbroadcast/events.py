@@ -17,6 +17,7 @@ from websockets.frames import Frame, Opcode
 from .errors import InvalidBody, InvalidEvent, InvalidJSON, TooLarge
 
 MAX_BATCH = 500
+MAX_POST_ID = 256
 KNOWN_TYPES = ("blog_update", "comment_update", "system_notification")
 RESERVED_TYPES = frozenset({"heartbeat", "resync"})
 TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
@@ -51,7 +52,7 @@ class Position(NamedTuple):
         """The position an id names, or None when it is not an id at all."""
         epoch, sep, place = raw.rpartition(":")
         ms, dash, seq = place.partition("-")
-        if not (sep and dash and epoch.isalnum() and epoch.isascii()):
+        if not (sep and dash and raw.isascii() and epoch.isalnum()):  # isdigit() takes "²"
             return None
         if not (ms.isdigit() and seq.isdigit() and len(ms) < 20 and len(seq) < 20):
             return None
@@ -80,8 +81,11 @@ class Event:
     id: str | None = None
     position: Position | None = None
     post_id: str | None = None
+    # A heartbeat's `id:` line for SSE: a filtered stream's position moves past the last
+    # id it sent, and EventSource resumes from the last id it kept.
+    sse_id: str | None = None
     # The whole WebSocket frame: unmasked and uncompressed, the same bytes go to every
-    # subscriber (see `wire`). The JSON text in it is what every transport sends.
+    # subscriber (see `transports`). The JSON text in it is what every transport sends.
     ws_frame: bytes = field(init=False, repr=False)
     # The ASGI messages for the other paths, built on first use: history keeps up to
     # thousands of events, and most deployments never need them.
@@ -107,7 +111,7 @@ class Event:
 
     @property
     def message(self) -> dict[str, Any]:
-        """The ASGI message for a WebSocket subscriber that the wire cannot serve."""
+        """The ASGI message for a WebSocket subscriber whose socket is out of reach."""
         if self._message is None:
             message = {"type": "websocket.send", "text": self.payload.decode()}
             object.__setattr__(self, "_message", message)
@@ -120,6 +124,8 @@ class Event:
         if self._sse is None:
             if self.type == "heartbeat":  # a comment: EventSource ignores it, proxies see traffic
                 record = b": heartbeat " + self.timestamp.encode() + b"\n\n"
+                if self.sse_id:  # EventSource keeps it as its last id, dispatching nothing
+                    record = b"id: " + self.sse_id.encode() + b"\n" + record
             else:
                 record = b"data: " + self.payload + b"\n\n"
                 if self.id is not None:
@@ -128,10 +134,6 @@ class Event:
             object.__setattr__(self, "_sse", sse)
             return sse
         return self._sse
-
-    @property
-    def is_control(self) -> bool:
-        return self.id is None
 
 
 def make_event(draft: Draft, position: Position) -> Event:
@@ -146,8 +148,12 @@ def make_event(draft: Draft, position: Position) -> Event:
     )
 
 
-def heartbeat() -> Event:
-    return Event(type="heartbeat", data=None, timestamp=now_timestamp())
+def heartbeat(last_id: str, interval: float, *, filtered: bool = False) -> Event:
+    """`last_id`: how far the subscriber's stream has got, always a valid `since`."""
+    seconds = int(interval) if interval == int(interval) else interval
+    data = {"last_id": last_id, "interval": seconds}
+    sse_id = last_id if filtered and last_id else None
+    return Event(type="heartbeat", data=data, timestamp=now_timestamp(), sse_id=sse_id)
 
 
 def resync(head: str, reason: str = "history_expired") -> Event:
@@ -172,7 +178,9 @@ def loads(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(f"body is not valid JSON: {exc}") from None
+        # Older orjson words the nesting limit otherwise: one message whatever the version.
+        reason = str(exc).replace("array and object recursion depth", "depth limit")
+        raise InvalidJSON(f"body is not valid JSON: {reason}") from None
 
 
 def parse_batch(body: bytes, *, strict_types: bool = True, now: str | None = None) -> list[Draft]:
@@ -216,6 +224,10 @@ def parse_event(
                 raise InvalidEvent(f"{where}data.{name}: must be a non-empty string")
         elif value not in allowed:
             raise InvalidEvent(f"{where}data.{name}: must be one of {', '.join(allowed)}")
+    post_id = data.get("post_id")
+    if isinstance(post_id, str) and len(post_id) > MAX_POST_ID:
+        # A filter is at most 256 characters long: it could never match this.
+        raise InvalidEvent(f"{where}data.post_id: must be at most {MAX_POST_ID} characters")
     timestamp = raw.get("timestamp")
     if timestamp is None:
         stamp = now or now_timestamp()
