@@ -105,7 +105,9 @@ export class Notifier {
     const now = this.now();
     this.recent = this.recent.filter((t) => now - t < this.options.windowMs);
     this.recent.push(now);
-    if (!this.summaryOpen && this.counts.size === 0 && this.recent.length <= this.options.maxIndividual) {
+    // A toast of its own unless a burst is on: past a few in the window, or a summary waiting to be drawn.
+    // Once the burst is over, the next event gets its own toast again, even with the summary still up.
+    if (this.flushTimer === null && this.recent.length <= this.options.maxIndividual) {
       this.show(this.single(event, description));
       return;
     }
