@@ -26,7 +26,7 @@ export interface NotifierOptions {
   maxIndividual: number;
   /** A replayed event older than this is not toasted (ms). */
   maxAgeMs: number;
-  /** The summary is redrawn at most this often (ms): one render, not one per event. */
+  /** The summary is redrawn at most this often (ms): one render and one announcement, not one per event. */
   summaryEveryMs: number;
 }
 
@@ -34,7 +34,7 @@ export const DEFAULT_NOTIFIER_OPTIONS: NotifierOptions = {
   windowMs: 1_000,
   maxIndividual: 3,
   maxAgeMs: 60_000,
-  summaryEveryMs: 250,
+  summaryEveryMs: 1_000,
 };
 
 /** The summary toast's id: always the same, so it is updated in place, never stacked. */
