@@ -68,19 +68,25 @@ describe('config', () => {
   it('reads the environment when called, with the documented defaults', () => {
     delete process.env.NEXT_PUBLIC_WS_URL;
     delete process.env.WSB_HTTP_URL;
-    delete process.env.NEXT_PUBLIC_WS_HEARTBEAT_SECONDS;
     expect(realtimeConfig()).toEqual({
       wsUrl: 'ws://localhost:8000/api/v1/ws',
       httpUrl: 'http://localhost:8000/api/v1',
-      heartbeatMs: 25_000,
     });
     process.env.NEXT_PUBLIC_WS_URL = 'wss://push.example.com/api/v1/ws';
     process.env.WSB_HTTP_URL = 'http://wsbroadcast:8000/';
-    process.env.NEXT_PUBLIC_WS_HEARTBEAT_SECONDS = '10';
     expect(realtimeConfig()).toEqual({
       wsUrl: 'wss://push.example.com/api/v1/ws',
       httpUrl: 'http://wsbroadcast:8000',
-      heartbeatMs: 10_000,
     });
+  });
+
+  it('takes a relative URL (one proxy in front of both), and refuses one that cannot work', () => {
+    process.env.NEXT_PUBLIC_WS_URL = '/api/v1/ws';
+    process.env.WSB_HTTP_URL = 'http://wsbroadcast:8000/api/v1';
+    expect(realtimeConfig()).toEqual({ wsUrl: '/api/v1/ws', httpUrl: 'http://wsbroadcast:8000/api/v1' });
+    delete process.env.WSB_HTTP_URL;
+    expect(realtimeConfig().httpUrl).toBeNull();
+    process.env.NEXT_PUBLIC_WS_URL = 'ftp://push.example.com/ws';
+    expect(() => realtimeConfig()).toThrow(/NEXT_PUBLIC_WS_URL: .*scheme/);
   });
 });
