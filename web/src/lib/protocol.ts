@@ -1,46 +1,43 @@
 /**
- * The wsbroadcast wire protocol, as CONTRACT.md states it: the event envelope, the control
+ * The wsbroadcast wire protocol, as docs/api.md states it: the event envelope, the control
  * messages, parsing one text frame, and what a client does for each close code.
  */
 
-export type PostAction = 'created' | 'updated' | 'deleted';
-export type NoticeLevel = 'info' | 'warning' | 'error';
+// The event types come from the service's own JSON Schemas (`npm run gen:types` reads
+// GET /schema; `npm run check:types` fails when they are out of date): one source.
+import type {
+  BlogUpdateData,
+  BlogUpdateEvent,
+  CommentUpdateEvent,
+  KnownEvent,
+  SystemNotificationData,
+  SystemNotificationEvent,
+} from './events.generated';
 
-export interface BlogUpdateData {
-  post_id: string;
-  action: PostAction;
-  [extra: string]: unknown;
-}
+export type {
+  BlogUpdateData,
+  BlogUpdateEvent,
+  CommentUpdateData,
+  CommentUpdateEvent,
+  KnownEvent,
+  KnownEventType,
+  SystemNotificationData,
+  SystemNotificationEvent,
+} from './events.generated';
 
-export interface CommentUpdateData {
-  post_id: string;
-  comment_id: string;
-  action: PostAction;
-  [extra: string]: unknown;
-}
+export type PostAction = BlogUpdateData['action'];
+export type NoticeLevel = SystemNotificationData['level'];
 
-export interface SystemNotificationData {
-  message: string;
-  level: NoticeLevel;
-  [extra: string]: unknown;
-}
-
-interface Envelope<T extends string, D> {
+/** Any other type, which a server with strict typing off or WSB_EVENT_TYPES lets through. */
+export interface OtherEvent {
   id: string;
-  type: T;
-  data: D;
+  type: string;
+  data: Record<string, unknown>;
   timestamp: string;
 }
 
-export type BlogUpdateEvent = Envelope<'blog_update', BlogUpdateData>;
-export type CommentUpdateEvent = Envelope<'comment_update', CommentUpdateData>;
-export type SystemNotificationEvent = Envelope<'system_notification', SystemNotificationData>;
-/** Any other type, which a server with strict typing switched off lets through. */
-export type OtherEvent = Envelope<string, Record<string, unknown>>;
-
 /** One published event: `{"id", "type", "data", "timestamp"}`, exactly these fields. */
-export type WsEvent = BlogUpdateEvent | CommentUpdateEvent | SystemNotificationEvent | OtherEvent;
-export type KnownEventType = 'blog_update' | 'comment_update' | 'system_notification';
+export type WsEvent = KnownEvent | OtherEvent;
 
 export interface ResyncInfo {
   reason: string;
