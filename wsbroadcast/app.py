@@ -10,7 +10,7 @@ import anyio
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
-from . import endpoints, sse
+from . import endpoints, readers_endpoint, sse
 from .brokers import from_url
 from .errors import ServiceError
 from .hub import Hub
@@ -30,6 +30,7 @@ def routes() -> list[BaseRoute]:
         Route("/healthz", endpoints.healthz, methods=["GET"]),
         Route("/readyz", endpoints.readyz, methods=["GET"]),
         Route("/metrics", endpoints.metrics, methods=["GET"]),
+        Route("/readers", readers_endpoint.readers, methods=["GET", "OPTIONS"]),
     ]
 
 
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings.history_size,
             settings.history_bytes,
             settings.backlog_bytes,
+            settings.history_ttl,
         )
         hub = Hub(
             broker,
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             async with anyio.create_task_group() as tasks:
                 await tasks.start(hub.run)
+                await tasks.start(hub.readers.run)
                 yield
                 await hub.close_all(DRAIN_SECONDS)
                 tasks.cancel_scope.cancel()

@@ -51,6 +51,11 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
+        self.readers_posts = Gauge(
+            "wsb_readers_posts",
+            "Posts with at least one reader (a subscriber with post_id) on this instance.",
+            registry=self.registry,
+        )
         for transport in ("ws", "sse"):
             self.connections.labels(transport)
         for outcome in ("replayed", "resync"):

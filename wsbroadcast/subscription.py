@@ -28,7 +28,7 @@ from .transports import STALL_SECONDS, Transport
 
 logger = logging.getLogger("wsbroadcast.hub")
 
-REPLAY_CHUNK = 100  # events read from history at a time during a resume
+REPLAY_CHUNK = 100  # events read from history at a time during a resume or a rewind
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,8 @@ class Request:
     types: frozenset[str] | None = None
     post_id: str | None = None
     expires_at: float | None = None  # wall-clock time the subscriber's token expires
+    rewind: int | None = None  # begin with the last N events that pass the filters
+    readers: bool = False  # also receive the post's reader counts (needs post_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,8 @@ class Subscription:
         self.transport = transport
         self._needs = needs
         self._types = request.types
-        self._post_id = request.post_id
+        self.post_id = request.post_id  # the hub indexes subscribers by it
+        self.wants_readers = request.readers
         self._filtered = request.types is not None or request.post_id is not None
         self._expires_at = request.expires_at
         # The bounded buffer, made the first time a write must wait: most subscribers
@@ -88,13 +91,13 @@ class Subscription:
             return True
         if self._types is not None and event.type not in self._types:
             return False
-        return self._post_id is None or event.post_id is None or event.post_id == self._post_id
+        return self.post_id is None or event.post_id is None or event.post_id == self.post_id
 
     def offer(self, event: Event, now: float) -> bool:
         """Deliver now, or buffer; never blocks. True when the event was written."""
         if self._filtered and not self.wants(event):
             return False
-        if self._replayed_to is not None:
+        if self._replayed_to is not None and _in_stream(event):
             # Events appended before the replay read them may still be on their way
             # through the hub: pass only those newer than the last replayed.
             if not _newer(event, self._replayed_to):
@@ -153,11 +156,14 @@ class Subscription:
         if self._writing is not None:
             self._writing.cancel()  # a stalled write must not hold up the close
 
-    async def run(self, since: str | None) -> CloseCode | None:
-        """Replay after `since`, then write live events until closed; the close code."""
+    async def run(self, since: str | None, rewind: int | None = None) -> CloseCode | None:
+        """Replay after `since` (else the last `rewind` events), then write live events
+        until closed; the close code."""
         try:
             if since is not None:
                 await self._replay(since)
+            elif rewind is not None:
+                await self._rewind(rewind)
             else:
                 self._go_live(None)
             await self._pump()
@@ -179,6 +185,11 @@ class Subscription:
         batch = await broker.read_after(position, REPLAY_CHUNK) if position else None
         if batch is not None:
             self._needs.metrics.resumes.labels("replayed").inc()
+        await self._catch_up(position, batch)
+
+    async def _catch_up(self, position: Position | None, batch: list[Event] | None) -> None:
+        """Write `batch` and history after it until caught up with `pending`; go live."""
+        broker = self._needs.broker
         while self.close_code is None:
             if batch is None:  # not in history (or expired while we replayed): resync
                 position = await self._resync()
@@ -192,6 +203,30 @@ class Subscription:
             self.lagging = False
             batch = await broker.read_after(position, REPLAY_CHUNK)
         self._go_live(position)
+
+    async def _rewind(self, count: int) -> None:
+        """The last `count` events that pass the filters, read backwards in chunks, then
+        live from the stream's head as it was at the first read: the seam of `since`."""
+        broker = self._needs.broker
+        found: list[Event] = []
+        head: Position | None = None
+        before: Position | None = None
+        while len(found) < count and self.close_code is None:
+            recent = await broker.read_before(before, REPLAY_CHUNK)
+            if recent is None:  # the stream was lost meanwhile: the hub sends a resync
+                break
+            head = head or recent.head
+            found[:0] = [event for event in recent.events if self.wants(event)]
+            if len(recent.events) < REPLAY_CHUNK:
+                break  # the start of history, or of its age limit
+            before = recent.events[0].position
+        for event in found[-count:]:
+            await self._write(event)
+        if self.lagging and head is not None:  # live events overflowed `pending`: read them
+            self.lagging = False
+            await self._catch_up(head, await broker.read_after(head, REPLAY_CHUNK))
+        else:
+            self._go_live(head)
 
     async def _resync(self) -> Position | None:
         head = await self._needs.broker.head()
@@ -207,8 +242,9 @@ class Subscription:
             self._reached = _later(self._reached, position)
         pending, self.pending = self.pending, []
         for event in pending:
-            if position is None or _newer(event, position):
-                self._replayed_to = None
+            if position is None or not _in_stream(event) or _newer(event, position):
+                if _in_stream(event):
+                    self._replayed_to = None
                 self._queue(event)  # pending never holds more than the buffer
 
     async def _pump(self) -> None:
@@ -307,6 +343,12 @@ def _later(a: Position | None, b: Position | None) -> Position | None:
     if a.epoch != b.epoch:
         return b
     return a if a.place > b.place else b
+
+
+def _in_stream(event: Event) -> bool:
+    """Whether an event has a place in the stream (a resync names one); a reader count
+    has none, and passes the replay's seam untouched."""
+    return event.position is not None or event.type == "resync"
 
 
 def _newer(event: Event, position: Position) -> bool:
