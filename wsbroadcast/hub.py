@@ -26,6 +26,7 @@ logger = logging.getLogger("wsbroadcast.hub")
 __all__ = ["Hub", "Slot"]
 
 MAX_TIMED = 10_000  # POSTs awaiting their fan-out for wsb_publish_seconds, at most
+YIELD_EVERY = 1000  # offers between two yields to the rest of the server, during a batch
 
 
 class Slot:
@@ -92,15 +93,21 @@ class Hub:
                 self._position = Position.parse(batch.head)
                 self._fan_out(events.resync(batch.head, reason="history_expired"))
                 continue
+            offered = 0
             for event in batch:
-                self._fan_out(event)
-                await checkpoint()  # a large batch must not starve the rest of the server
+                offered += self._fan_out(event)
+                # A large batch must not starve the rest of the server; with the index, an
+                # event may reach few subscribers, so yield by offers made, not per event.
+                if offered >= YIELD_EVERY:
+                    await checkpoint()
+                    offered = 0
             self._position = batch[-1].position
             accepted = self._accepted.pop(batch[-1].id or "", None)
             if accepted is not None:
                 self.metrics.publish_seconds.observe(time.monotonic() - accepted)
 
-    def _fan_out(self, event: Event) -> None:
+    def _fan_out(self, event: Event) -> int:
+        """Offer the event to every subscriber that may want it; how many were offered it."""
         now = time.monotonic()
         sent = 0
         # A snapshot: a subscriber closed for overflow leaves the set during the loop.
@@ -114,6 +121,7 @@ class Hub:
             sent += subscription.offer(event, now)
         if sent:
             self.metrics.messages_sent.inc(sent)
+        return len(targets)
 
     async def publish(self, drafts: list[Draft], key: str | None) -> Appended:
         accepted = time.monotonic()
