@@ -240,3 +240,11 @@ async def test_the_fan_out_by_post_keeps_every_filter_meaning(service: Service) 
         assert (await receive(blogs))["id"] == last_blog
         assert (await receive(p1))["id"] == last_comment
         assert (await receive(p1_comments))["id"] == last_comment
+
+
+async def test_a_resuming_watcher_gets_its_count_after_the_replay(service: Service) -> None:
+    ids = await service.publish([blog("p1", n=n) for n in range(5)])
+    async with service.subscribe(since=ids[0], post_id="p1", readers="1") as ws:
+        replayed = await receive_n(ws, 5)
+    assert [m.get("id") for m in replayed[:4]] == ids[1:]
+    assert replayed[4]["type"] == "readers" and replayed[4]["data"]["readers"] == 1

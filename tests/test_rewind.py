@@ -22,6 +22,7 @@ from tests.conftest import (
 )
 from tests.redis_server import RedisServer
 from tests.test_sse import sse
+from wsbroadcast.settings import SettingsError, load_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -146,3 +147,15 @@ async def test_events_past_the_age_limit_are_never_replayed(start: Start, broker
             assert (await receive(ws))["id"] == live  # the young one only
         async with sse(svc, headers={"Last-Event-ID": old[0]}) as stream:
             assert (await stream.event())["json"]["type"] == "resync"
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [("0", 0.0), ("3600", 3600.0), ("0.5", 0.5)])
+def test_history_ttl_is_read_in_seconds(raw: str, seconds: float) -> None:
+    settings = load_settings(environ={"WSB_HISTORY_TTL": raw}, env_file=None)
+    assert settings.history_ttl == seconds
+
+
+@pytest.mark.parametrize("raw", ["-1", "an hour", "inf"])
+def test_a_bad_history_ttl_stops_the_start_naming_it(raw: str) -> None:
+    with pytest.raises(SettingsError, match=r"^WSB_HISTORY_TTL: "):
+        load_settings(environ={"WSB_HISTORY_TTL": raw}, env_file=None)

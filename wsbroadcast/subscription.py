@@ -10,6 +10,7 @@ interface and is handed what it needs; it knows nothing of the hub.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -73,6 +74,7 @@ class Subscription:
         self.idle = False  # True while the writer waits with nothing to do
         self.replaying = True  # live events wait in `pending` until history is sent
         self.pending: list[Event] = []
+        self._count_waiting: Event | None = None  # the newest reader count offered meanwhile
         self.lagging = False  # `pending` overflowed during replay: read more history
         self.close_code: CloseCode | None = None
         self.stalled = False  # closed because a write stalled: cut, do not say goodbye
@@ -118,7 +120,9 @@ class Subscription:
             self.idle = False  # the socket is busy: the writer takes it, and the rest in order
             self._queue(event)
         elif self.replaying:
-            if len(self.pending) < self._needs.buffer_size:
+            if not _in_stream(event):  # a reader count: in no history, only the newest matters
+                self._count_waiting = event
+            elif len(self.pending) < self._needs.buffer_size:
                 self.pending.append(event)
             else:  # history still has them: the replay reads further instead
                 self.pending.clear()
@@ -242,10 +246,13 @@ class Subscription:
             self._reached = _later(self._reached, position)
         pending, self.pending = self.pending, []
         for event in pending:
-            if position is None or not _in_stream(event) or _newer(event, position):
-                if _in_stream(event):
-                    self._replayed_to = None
+            if position is None or _newer(event, position):
+                self._replayed_to = None
                 self._queue(event)  # pending never holds more than the buffer
+        count, self._count_waiting = self._count_waiting, None
+        if count is not None:
+            with contextlib.suppress(anyio.WouldBlock):  # no room: the next change comes
+                self._queue(count)
 
     async def _pump(self) -> None:
         # Items stay in the buffer until taken with receive_nowait(): waiting on the
