@@ -114,7 +114,7 @@ class Hub:
         if event.post_id is None:  # a notice, a control message: for everyone
             targets = tuple(self._subscribers)
         elif (readers := self._by_post.get(event.post_id)) is not None:
-            targets = (*self._everywhere, *readers)
+            targets = (*self._everywhere, *readers) if self._everywhere else tuple(readers)
         else:
             targets = tuple(self._everywhere)
         for subscription in targets:

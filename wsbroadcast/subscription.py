@@ -96,8 +96,14 @@ class Subscription:
         return self.post_id is None or event.post_id is None or event.post_id == self.post_id
 
     def offer(self, event: Event, now: float) -> bool:
-        """Deliver now, or buffer; never blocks. True when the event was written."""
-        if self._filtered and not self.wants(event):
+        """Deliver now, or buffer; never blocks. True when the event was written.
+
+        Only for events the subscriber's post_id lets through (the hub's index sees to it).
+        """
+        # The hub offers a subscriber with a post_id only its post's events and those with
+        # none (its index): of the filters, only `types` is left to check here.
+        types = self._types
+        if types is not None and event.type not in types and event.id is not None:
             return False
         if self._replayed_to is not None and _in_stream(event):
             # Events appended before the replay read them may still be on their way
