@@ -43,6 +43,10 @@ class Plan:
     memory_n: int = 10000
     connect_n: int = 5000
     connect_rounds: int = 2
+    readers_n: int = 10000  # subscribers, each on one of 100 posts (bench/readers.py)
+    readers_events: int = 30  # deliveries to each subscriber per measurement
+    readers_rounds: int = 3
+    readers_requests: int = 200  # GET /readers of each kind
 
     @classmethod
     def quick(cls) -> Plan:
@@ -58,6 +62,8 @@ class Plan:
             memory_n=2000,
             connect_n=2000,
             connect_rounds=1,
+            readers_n=2000,
+            readers_rounds=2,
         )
 
 

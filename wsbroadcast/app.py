@@ -10,7 +10,7 @@ import anyio
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
-from . import endpoints, openapi, sse
+from . import endpoints, openapi, readers_endpoint, sse
 from .brokers import from_url
 from .errors import ServiceError
 from .hub import Hub
@@ -33,6 +33,7 @@ def routes() -> list[BaseRoute]:
         Route("/metrics", endpoints.metrics, methods=["GET"]),
         Route("/schema", openapi.schema, methods=["GET"]),
         Route("/openapi.json", openapi.openapi, methods=["GET"]),
+        Route("/readers", readers_endpoint.readers, methods=["GET", "OPTIONS"]),
     ]
 
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings.history_size,
             settings.history_bytes,
             settings.backlog_bytes,
+            settings.history_ttl,
         )
         hub = Hub(
             broker,
@@ -70,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                         types=app.state.types,
                     )
                     await tasks.start(relay.run)
+                await tasks.start(hub.readers.run)
                 yield
                 await hub.close_all(DRAIN_SECONDS)
                 tasks.cancel_scope.cancel()

@@ -61,7 +61,7 @@ class Draft:
 class Event:
     """A message as every subscriber receives it, encoded once for all of them.
 
-    Control messages (`heartbeat`, `resync`) have no id and no position.
+    Control messages (`heartbeat`, `resync`, `readers`) have no id and no position.
     """
 
     type: str
@@ -147,6 +147,12 @@ def heartbeat(last_id: str, interval: float, *, filtered: bool = False) -> Event
 
 def resync(head: str, reason: str = "history_expired") -> Event:
     return Event(type="resync", data={"reason": reason, "head": head}, timestamp=now_timestamp())
+
+
+def readers(post_id: str, count: int) -> Event:
+    """A post's live reader count, for its subscribers that asked `readers=1`."""
+    data = {"post_id": post_id, "readers": count}
+    return Event(type="readers", data=data, timestamp=now_timestamp())
 
 
 def format_timestamp(moment: datetime) -> str:

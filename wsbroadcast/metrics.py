@@ -68,6 +68,11 @@ class Metrics:
         self.outbox_up = Gauge(
             "wsb_outbox_up", "1 while the outbox relay reaches Postgres.", registry=self.registry
         )
+        self.readers_posts = Gauge(
+            "wsb_readers_posts",
+            "Posts with at least one reader (a subscriber with post_id) on this instance.",
+            registry=self.registry,
+        )
         for transport in ("ws", "sse"):
             self.connections.labels(transport)
         for outcome in ("replayed", "resync"):
