@@ -63,7 +63,7 @@ async def service_error(request: Request, exc: Exception) -> Response:
         request.url.path,
         exc.status,
         exc.code,
-        exc.detail,
+        exc.detail[:300],  # client text: cut before it reaches a log line
     )
     return error_response(exc)
 
