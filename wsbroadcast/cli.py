@@ -66,8 +66,7 @@ def build_server(settings: Settings, app: Starlette | None = None, **overrides: 
         log_config=log_config(settings),
         # The access log would write a line per publish; it stays for debugging.
         access_log=settings.log_level in ("debug", "trace"),
-        proxy_headers=True,
-        forwarded_allow_ips=list(settings.forwarded_allow_ips),
+        proxy_headers=False,  # the app's own `proxy.ForwardedFor` reads X-Forwarded-For
         server_header=False,
         timeout_graceful_shutdown=DRAIN_SECONDS,
     )

@@ -286,5 +286,5 @@ class Subscribe(WebSocketEndpoint):
 
     async def on_disconnect(self, websocket: WebSocket, close_code: int) -> None:
         code = self.code if self.code != CloseCode.NORMAL else close_code
-        websocket.app.state.metrics.disconnects.labels(str(code)).inc()
+        websocket.app.state.metrics.disconnected(code)
         logger.debug("subscriber %s gone: %d", client_address(websocket), code)

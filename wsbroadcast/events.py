@@ -5,6 +5,7 @@ Pure: no I/O, so the contract's tables test in milliseconds.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,9 +54,14 @@ class Position(NamedTuple):
         ms, dash, seq = place.partition("-")
         if not (sep and dash and epoch.isalnum() and epoch.isascii()):
             return None
-        if not (ms.isdigit() and seq.isdigit() and len(ms) < 20 and len(seq) < 20):
+        if not (_digits(ms) and _digits(seq) and len(ms) < 20 and len(seq) < 20):
             return None
         return cls(epoch, int(ms), int(seq))
+
+
+def _digits(text: str) -> bool:
+    # ASCII only: str.isdigit() takes `²` and `①`, which int() then refuses.
+    return text.isascii() and text.isdigit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +163,8 @@ def resync(head: str, reason: str = "history_expired") -> Event:
 def format_timestamp(moment: datetime) -> str:
     """UTC as `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`, fractions kept."""
     moment = moment.astimezone(UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    # Not strftime("%Y"): glibc writes year 1 as `1`, the contract wants four digits.
+    text = f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}"
     if moment.microsecond:
         text += f".{moment.microsecond:06d}"
     return text + "Z"
@@ -168,11 +175,69 @@ def now_timestamp() -> str:
 
 
 def loads(body: bytes) -> Any:
-    """Strict JSON: NaN, Infinity, invalid UTF-8 and absurd nesting are refused."""
+    """Strict JSON: NaN, Infinity, invalid UTF-8 and absurd nesting are refused, and so
+    are what orjson would change silently: integers beyond 64 bits (made floats) and
+    duplicate keys (the last kept). `data` passes through untouched, or not at all."""
     try:
-        return orjson.loads(body)
+        document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidJSON(f"body is not valid JSON: {exc}") from None
+    # Cheap tests that rule both out for almost every body; the exact check only if not:
+    # an integer past 64 bits has 19 digits or more, and every key is a `"` then `:`, so
+    # with no duplicate the keys parsed are as many as the `":` in the text, or more.
+    if LONG_DIGITS.search(body) or _members(document) != len(KEY_END.findall(body)):
+        _check_exact(body)
+    return document
+
+
+LONG_DIGITS = re.compile(rb"[0-9]{19}")
+KEY_END = re.compile(rb'"[ \t\n\r]*:')
+INT_RANGE = (-(1 << 63), (1 << 64) - 1)  # what orjson keeps as an integer
+
+
+def _members(document: Any) -> int:
+    """How many key-value pairs all the objects in `document` hold (no recursion: the
+    nesting may be as deep as orjson allows)."""
+    count = 0
+    stack = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            count += len(item)
+            stack.extend(v for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, dict | list))
+    return count
+
+
+def _check_exact(body: bytes) -> None:
+    """Parse again with the standard library, which keeps every key and integer as
+    written, to refuse a duplicate key or an integer orjson would make a float."""
+    try:
+        json.loads(body, object_pairs_hook=_unique_keys, parse_int=_int64)
+    except RecursionError:
+        raise InvalidJSON("body is not valid JSON: nested too deeply") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise InvalidJSON(
+                f"body has the key {key[:64]!r} twice in one object: send each key once"
+            )
+        seen.add(key)
+    return dict(pairs)
+
+
+def _int64(text: str) -> int:
+    value = int(text) if len(text) <= 21 else None
+    if value is None or not INT_RANGE[0] <= value <= INT_RANGE[1]:
+        raise InvalidJSON(
+            f"body has the integer {text[:24]}{'...' if len(text) > 24 else ''}, beyond "
+            "64 bits: it would lose precision; send it as a string"
+        )
+    return value
 
 
 def parse_batch(body: bytes, *, strict_types: bool = True, now: str | None = None) -> list[Draft]:
@@ -203,7 +268,7 @@ def parse_event(
     for name in raw:
         if name not in EVENT_FIELDS:
             raise InvalidEvent(
-                f"{where}{name}: unknown field (an event has only type, data and timestamp)"
+                f"{where}{name[:64]}: unknown field (an event has only type, data and timestamp)"
             )
     kind = _check_type(raw.get("type"), where, strict_types)
     data = raw.get("data")
@@ -251,7 +316,10 @@ def _check_timestamp(value: object, where: str) -> str:
         raise InvalidEvent(f"{where}timestamp: {value[:40]!r} is not an ISO 8601 time") from None
     if moment.tzinfo is None:  # no offset: taken as UTC
         moment = moment.replace(tzinfo=UTC)
-    return format_timestamp(moment)
+    try:
+        return format_timestamp(moment)
+    except OverflowError:  # `0001-01-01T00:00:00+14:00` is before year 1 in UTC
+        raise InvalidEvent(f"{where}timestamp: {value[:40]!r} is out of range in UTC") from None
 
 
 def parse_filter_types(raw: str) -> frozenset[str]:
