@@ -35,7 +35,8 @@ SECRET = "jwt-secret-for-hardening-0123456789abcdef"
 @pytest.fixture
 async def quick() -> AsyncIterator[Service]:
     """A service whose heartbeats come quickly: every open subscription shows it is open."""
-    async with running(heartbeat_seconds=0.2) as svc:
+    # Examples come faster than the default rate limit allows.
+    async with running(heartbeat_seconds=0.2, connect_rate=10_000) as svc:
         yield svc
 
 
@@ -88,6 +89,7 @@ async def epoch_of(svc: Service) -> str:
 @given(params=QUERY)
 @example(params={"since": "{epoch}:\u00b2-0"})
 @example(params={"since": "{epoch}:0-\u2460", "types": "blog_update"})
+@example(params={"types": "\u00e9" * 70})  # a close reason quoting it: over 123 bytes
 async def test_any_ws_query_gets_a_resync_a_4400_or_the_stream(
     quick: Service, caplog: pytest.LogCaptureFixture, params: dict[str, str]
 ) -> None:

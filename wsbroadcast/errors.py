@@ -91,5 +91,7 @@ class Refused(Exception):
     def __init__(self, code: CloseCode, reason: str, http_error: ServiceError) -> None:
         super().__init__(reason)
         self.code = code
-        self.reason = reason
+        # A close frame's reason holds 123 bytes of UTF-8 (RFC 6455 5.5); a longer one,
+        # quoting a client's parameter, say, fails the close itself.
+        self.reason = reason.encode()[:123].decode(errors="ignore")
         self.http_error = http_error

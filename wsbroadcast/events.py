@@ -217,6 +217,8 @@ def _check_exact(body: bytes) -> None:
         json.loads(body, object_pairs_hook=_unique_keys, parse_int=_int64)
     except RecursionError:
         raise InvalidJSON("body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # never seen: orjson is the stricter, but never a 500
+        raise InvalidJSON(f"body is not valid JSON: {exc}") from None
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
