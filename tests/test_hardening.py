@@ -22,10 +22,11 @@ from tests.conftest import (
     running,
     within,
 )
+from wsbroadcast.errors import Refused
 from wsbroadcast.events import Position, format_timestamp, parse_batch
 from wsbroadcast.metrics import close_label
 from wsbroadcast.proxy import Trusted
-from wsbroadcast.security import rate_key
+from wsbroadcast.security import rate_key, verify_subscriber
 
 pytestmark = pytest.mark.anyio
 
@@ -302,3 +303,33 @@ async def test_ipv6_clients_of_one_64_share_a_bucket(start: Start) -> None:
     trusted = ("127.0.0.1",)
     async with start(connect_rate=1.0, forwarded_allow_ips=trusted, heartbeat_seconds=0.2) as svc:
         assert await attempts_refused(svc, addresses) >= 3
+
+
+# A token of any text, or signed with any claims: a 4401, never an exception.
+CLAIM_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=5,
+)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    text=st.text(max_size=300),
+    claims=st.dictionaries(st.sampled_from(["exp", "nbf", "iat", "sub", "aud"]), CLAIM_VALUES),
+)
+@example(text="", claims={"exp": 10**400})
+def test_any_token_is_refused_with_4401_or_accepted_never_raises(
+    text: str, claims: dict[str, object]
+) -> None:
+    try:
+        signed = jwt.encode(claims, SECRET, algorithm="HS256")
+    except (TypeError, ValueError, OverflowError):
+        signed = text  # claims JSON cannot hold (NaN is fine for PyJWT; sets are not)
+    for token in (text, signed):
+        try:
+            expires = verify_subscriber(token, SECRET, now=0.0)
+        except Refused as refused:
+            assert refused.code == 4401
+        else:
+            assert isinstance(expires, float) and expires > 0
