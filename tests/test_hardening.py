@@ -18,6 +18,7 @@ from tests.conftest import (
     Start,
     blog,
     close_code,
+    eventually,
     notice,
     running,
     within,
@@ -206,11 +207,12 @@ async def test_client_chosen_close_codes_make_no_new_series(service: Service) ->
     for code in range(4000, 4030):
         async with service.subscribe() as ws:
             await ws.close(code)
-    metrics = await service.metrics()
-    with within(5):
-        while 'wsb_disconnects_total{code="other"} 30.0' not in metrics:
-            metrics = await service.metrics()
-    assert 'code="40' not in metrics
+
+    async def all_counted() -> bool:
+        return 'wsb_disconnects_total{code="other"} 30.0' in await service.metrics()
+
+    await eventually(all_counted)
+    assert 'code="40' not in await service.metrics()
 
 
 # --- 12. integers beyond 64 bits and duplicate keys are refused, not changed --------
