@@ -75,10 +75,10 @@ def test_redaction_is_linear_on_a_megabyte_of_adversarial_text(text: str) -> Non
     # fails at a few kilobytes within a second, rather than running for hours.
     for size in (1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20):
         sample = (text * (size // len(text) + 1))[:size]
-        started = time.perf_counter()
+        started = time.process_time()  # CPU time: other load on the machine counts less
         redact(sample, ("some-secret",))
-        elapsed = time.perf_counter() - started
-        assert elapsed < (0.01 + 0.5 * size / (1 << 20)) * FACTOR, f"{elapsed:.2f} s at {size}"
+        elapsed = time.process_time() - started
+        assert elapsed < (0.05 + size / (1 << 20)) * FACTOR, f"{elapsed:.2f} s at {size}"
 
 
 @pytest.mark.parametrize(
