@@ -156,6 +156,9 @@ def log_config(settings: Settings) -> dict[str, Any]:
                 "filters": ["clip"],
             },
         },
+        # Everything else (asyncio, redis, ...) through the same redaction, not Python's
+        # last-resort handler, which would print a traceback as it is.
+        "root": {"handlers": ["default"], "level": "WARNING"},
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
             "uvicorn.error": {"level": level},
