@@ -157,16 +157,5 @@ def rate_key(address: str) -> str:
     return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
 
 
-def redact_query(query: str) -> str:
-    """A query string with any `token=` value hidden, for logs."""
-    if "token=" not in query:
-        return query
-    parts = []
-    for part in query.split("&"):
-        name, sep, _ = part.partition("=")
-        parts.append(f"{name}=[redacted]" if sep and name.endswith("token") else part)
-    return "&".join(parts)
-
-
 def header_map(headers: Iterable[tuple[bytes, bytes]]) -> Mapping[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers}
