@@ -10,9 +10,10 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
 # Dependencies in their own layer, rebuilt only when pyproject.toml changes: the project's
-# dependencies, the redis extra and the build backend, read from pyproject.toml (no lockfile yet).
+# dependencies, the redis and postgres extras and the build backend, read from
+# pyproject.toml (no lockfile yet).
 COPY pyproject.toml ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); print(*p['build-system']['requires'], *p['project']['dependencies'], *p['project']['optional-dependencies']['redis'], sep=chr(10))" > /tmp/requirements.txt \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); print(*p['build-system']['requires'], *p['project']['dependencies'], *p['project']['optional-dependencies']['redis'], *p['project']['optional-dependencies']['postgres'], sep=chr(10))" > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 
 # The source, installed without resolving anything again; pip check fails the build when the

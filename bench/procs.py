@@ -85,10 +85,13 @@ def service_available() -> tuple[bool, str]:
 class Server:
     """One server process under test, on its own port, pinned to the server core."""
 
-    def __init__(self, kind: str, client_buffer: int = 256) -> None:
+    def __init__(
+        self, kind: str, client_buffer: int = 256, env: dict[str, str] | None = None
+    ) -> None:
         self.kind = kind
         self.port = free_port()
         self.client_buffer = client_buffer
+        self.env = env or {}  # settings beside the flags (the outbox scenario's URL)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = HERE / "results" / f"server-{kind}.log"
 
@@ -122,6 +125,7 @@ class Server:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
                 cwd=HERE.parent,
+                env={**os.environ, **self.env},
             )
 
     async def start(self, within: float = 30.0) -> None:

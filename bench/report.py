@@ -195,6 +195,11 @@ def targets(results: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
     if v:
         r = v["ratio"].get("accepted_per_s")
         add("connect: accepted/s vs seed", r, ">= 1.0x", None if r is None else r >= 1.0)
+    v = find(results, "outbox", "at rest")
+    if v:
+        p99 = v["median"].get("service", {}).get("lag_p99_ms")
+        add("outbox at rest: commit to delivery p99 ms", p99, "", None, "< 100",
+            None if p99 is None else p99 < 100)  # fmt: skip
     return out
 
 

@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: python bench/run.py
 
 from bench.baseline import uvicorn_options
 from bench.measure import SETUP_NOTES, Plan, disturbed, less_disturbed
+from bench.outbox import run_outbox
 from bench.procs import (
     HERE,
     pin_self_to_load_core,
@@ -38,7 +39,7 @@ from bench.scenarios import fanout_burst, latency_window, paired, run_connect, r
 from bench.slow import run_slow
 
 KINDS = ("service", "baseline")
-SCENARIOS = ("fanout", "latency", "slow", "memory", "connect")
+SCENARIOS = ("fanout", "latency", "slow", "memory", "connect", "outbox")
 
 
 # ---------------------------------------------------------------- A B A B and the report
@@ -141,12 +142,29 @@ async def scenario_connect(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]
     return emit("connect", plan, [variant(f"N={plan.connect_n}", runs, keys)], keys)
 
 
+async def scenario_outbox(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
+    """Commit to delivery through the Postgres outbox (bench/outbox.py); the service only."""
+    keys = ["lag_p50_ms", "lag_p99_ms", "lag_max_ms", "rows_per_s"]
+    variants = []
+    if "service" in kinds:
+        for label, rate in (("at rest", None), ("1000/s", 1000)):
+            runs = await alternate(
+                ("service",),
+                plan.latency_rounds,
+                lambda k, r=rate: run_outbox(plan, r),
+                f"outbox {label}",
+            )
+            variants.append(variant(label, runs, keys))
+    return emit("outbox", plan, variants, keys)
+
+
 SCENARIO_RUNNERS = {
     "fanout": scenario_fanout,
     "latency": scenario_latency,
     "slow": scenario_slow,
     "memory": scenario_memory,
     "connect": scenario_connect,
+    "outbox": scenario_outbox,
 }
 
 

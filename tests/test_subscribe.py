@@ -64,8 +64,10 @@ async def test_a_heartbeat_follows_a_quiet_interval_and_passes_filters(start: St
     async with start(heartbeat_seconds=0.2) as svc, svc.subscribe(types="blog_update") as ws:
         with within(5):
             message = orjson.loads(await ws.recv())
-        assert set(message) == {"type", "timestamp"}
+        assert set(message) == {"type", "data", "timestamp"}
         assert message["type"] == "heartbeat"
+        assert message["data"]["interval"] == 0.2
+        assert message["data"]["last_id"] == await svc.head()  # before any: where it started
         await svc.publish(blog())
         assert (await receive(ws))["type"] == "blog_update"
 

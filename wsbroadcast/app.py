@@ -13,34 +13,19 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router, WebSocketRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import endpoints, sse
+from . import endpoints, openapi, sse
 from .brokers import from_url
 from .errors import MethodNotAllowed, NotFound, ServiceError
 from .hub import Hub
 from .metrics import Metrics
 from .proxy import ForwardedFor
+from .responses import error_response
+from .schemas import EventTypes
 from .security import RateLimiter
 from .settings import Settings, load_settings
 
 DRAIN_SECONDS = 3.0
-
-
-class RawSend:
-    """Keeps the server's own `send` in the scope for the fan-out.
-
-    Starlette wraps `send` once per layer; the hub writes every frame to every
-    subscriber, so it calls the server's directly. Only plumbing: no logic here.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            scope[endpoints.RAW_SEND] = send
-        await self.app(scope, receive, send)
 
 
 def routes() -> list[BaseRoute]:
@@ -52,6 +37,8 @@ def routes() -> list[BaseRoute]:
         Route("/healthz", endpoints.healthz, methods=["GET"]),
         Route("/readyz", endpoints.readyz, methods=["GET"]),
         Route("/metrics", endpoints.metrics, methods=["GET"]),
+        Route("/schema", openapi.schema, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi, methods=["GET"]),
     ]
 
 
@@ -68,7 +55,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     else:
         error = ServiceError(exc.detail)
         error.status, error.code = exc.status_code, "http_error"
-    return endpoints.error_response(error)
+    return error_response(error)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -77,7 +64,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        broker = from_url(settings.broker_url, settings.history_size)
+        broker = from_url(
+            settings.broker_url,
+            settings.history_size,
+            settings.history_bytes,
+            settings.backlog_bytes,
+        )
         hub = Hub(
             broker,
             app.state.metrics,
@@ -89,6 +81,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             async with anyio.create_task_group() as tasks:
                 await tasks.start(hub.run)
+                if settings.outbox_url:
+                    from .outbox import Relay  # psycopg only when asked for
+
+                    relay = Relay(
+                        settings.outbox_url,
+                        hub,
+                        app.state.metrics,
+                        strict_types=settings.strict_types,
+                        types=app.state.types,
+                    )
+                    await tasks.start(relay.run)
                 yield
                 await hub.close_all(DRAIN_SECONDS)
                 tasks.cancel_scope.cancel()
@@ -98,15 +101,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         # No trailing-slash redirects: they echo the `Host` header into `Location`.
         routes=[*routes(), Mount("/api/v1", app=Router(routes(), redirect_slashes=False))],
-        middleware=[
-            Middleware(ForwardedFor, trusted=settings.forwarded_allow_ips),
-            Middleware(RawSend),
-        ],
+        middleware=[Middleware(ForwardedFor, trusted=settings.forwarded_allow_ips)],
         exception_handlers={ServiceError: endpoints.service_error, HTTPException: http_error},
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False
     app.state.settings = settings
+    app.state.types = EventTypes.from_file(settings.event_types)
     app.state.metrics = Metrics()
     app.state.limiter = RateLimiter(settings.connect_rate)
     return app

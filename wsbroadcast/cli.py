@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import signal
 import socket
 import sys
@@ -13,9 +14,12 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
+from . import commands, transports
 from .app import DRAIN_SECONDS, create_app
 from .logs import log_config
 from .settings import Settings, SettingsError, load_settings
+
+logger = logging.getLogger("wsbroadcast")
 
 
 def uvicorn_options() -> dict[str, Any]:
@@ -56,9 +60,44 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def protocols(settings: Settings) -> dict[str, Any]:
+    """uvicorn's protocols with the service's hooks, or uvicorn's own when it lacks a name
+    the hooks rely on: then frames go through the plain ASGI send, slower but right."""
+    missing = transports.check_uvicorn()
+    options: dict[str, Any] = {}
+    if not any(name.startswith("WebSocket") for name in missing):
+        options["ws"] = transports.WebSocketProtocol
+    if not any(name.startswith("HttpTools") for name in missing):
+        options["http"] = transports.http_protocol(settings.header_timeout)
+    if missing:
+        logger.warning(
+            "uvicorn %s lacks %s: running without the service's hooks into it (slower "
+            "fan-out%s); install the uvicorn version pyproject.toml names",
+            uvicorn.__version__,
+            ", ".join(missing),
+            "" if "http" in options else ", no request header timeout",
+        )
+    return options
+
+
+def check_fd_limit(settings: Settings) -> None:
+    """Warn when the file limit cannot hold WSB_MAX_CONNECTIONS subscribers."""
+    needed = settings.max_connections + transports.FD_HEADROOM
+    if transports.FD_LIMIT < needed:
+        logger.warning(
+            "the open file limit is %d, below WSB_MAX_CONNECTIONS (%d) plus %d: connections "
+            "past it will fail; raise it (ulimit -n %d) or lower WSB_MAX_CONNECTIONS",
+            transports.FD_LIMIT,
+            settings.max_connections,
+            transports.FD_HEADROOM,
+            needed,
+        )
+
+
 def build_server(settings: Settings, app: Starlette | None = None, **overrides: Any) -> Server:
     app = app or create_app(settings)
     options = uvicorn_options()
+    options.update(protocols(settings))
     options.update(
         host=settings.host,
         port=settings.port,
@@ -88,12 +127,21 @@ def tune_gc() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    # `wsbroadcast publish ...`, `tail`, `schema`; anything else (`serve` or none) serves.
+    if args and args[0] in commands.RUN:
+        sys.exit(commands.RUN[args[0]](args[1:]))
+    if args[:1] in (["-h"], ["--help"]):
+        print(commands.usage() + "\n")
+    elif args[:1] == ["serve"]:
+        args = args[1:]
     try:
-        settings = load_settings(sys.argv[1:] if argv is None else argv)
+        settings = load_settings(args)
     except SettingsError as exc:
         print(f"wsbroadcast: {exc}", file=sys.stderr)
         sys.exit(2)
     server = build_server(settings)
+    check_fd_limit(settings)
     tune_gc()
     server.run()
     sys.exit(0 if server.started else 1)

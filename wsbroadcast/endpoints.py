@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import operator
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
 import anyio
-import orjson
 from starlette.endpoints import WebSocketEndpoint
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import security
+from . import security, transports
+from .admission import Admission, admit, client_address
 from .errors import (
     CloseCode,
     InvalidBody,
@@ -28,31 +22,15 @@ from .errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from .events import parse_batch, parse_filter_types
-from .hub import Hub, Place, Send
+from .events import parse_batch
+from .hub import Hub
+from .responses import JSONResponse, error_response
 from .settings import Settings
-from .wire import Wire
 
 logger = logging.getLogger("wsbroadcast")
 
-RAW_SEND = "wsbroadcast.send"  # scope key: the server's own `send`, kept by `RawSend`
-CLOSE_SECONDS = 2.0  # a close frame that cannot get out in this long: cut the connection
 DRAIN_BYTES = 1 << 20  # read and dropped past the body limit before answering 413
 MAX_KEY_LENGTH = 256
-MAX_PARAM_LENGTH = 256
-
-
-class JSONResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
-
-
-def error_response(error: ServiceError) -> JSONResponse:
-    return JSONResponse(
-        {"error": error.code, "detail": error.detail}, error.status, headers=error.headers
-    )
 
 
 async def service_error(request: Request, exc: Exception) -> Response:
@@ -121,8 +99,14 @@ async def publish(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
         raise InvalidBody(f"Idempotency-Key: must be 1 to {MAX_KEY_LENGTH} characters")
+    if key is not None and not dry_run:
+        # A repeat answers the first 202 whatever its body (contract): before reading it.
+        ids = await hub.broker.seen(key)
+        if ids is not None:
+            logger.debug("published %d event(s) (repeated key)", len(ids))
+            return JSONResponse({"ids": ids}, 202)
     body = await read_body(request, settings.max_body_bytes)
-    drafts = parse_batch(body, strict_types=settings.strict_types)
+    drafts = parse_batch(body, strict_types=settings.strict_types, types=request.app.state.types)
     if dry_run:
         return JSONResponse({"ids": []}, 200)
     appended = await hub.publish(drafts, key)
@@ -157,78 +141,8 @@ async def metrics(request: Request) -> Response:
 # --- subscribing ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """What a subscriber asked for, once checked."""
-
-    since: str | None
-    types: frozenset[str] | None
-    post_id: str | None
-    expires_at: float | None
-
-
-def client_address(conn: HTTPConnection) -> str:
-    # uvicorn's proxy headers setting has already put a trusted X-Forwarded-For here.
-    return conn.client.host if conn.client else "unknown"
-
-
-def admit(conn: HTTPConnection, subprotocols: tuple[str, ...] = ()) -> Admission:
-    """Check a subscriber in the contract's order; Refused with its code otherwise."""
-    state = conn.app.state
-    settings: Settings = state.settings
-    if not settings.websocket_enabled:
-        raise Refused(CloseCode.TOO_SLOW, "subscribing is off", Unavailable("subscribing is off"))
-    state.limiter.check(client_address(conn), time.monotonic())
-    security.check_origin(conn.headers.get("origin"), settings.allowed_origins)
-    query = conn.query_params
-    credentials = security.Credentials(
-        subprotocols=subprotocols,
-        cookie_header=conn.headers.get("cookie"),
-        query_token=query.get("token"),
-        authorization=conn.headers.get("authorization"),
-    )
-    expires_at = security.verify_subscriber(credentials.token(), settings.jwt_secret)
-    try:
-        return Admission(
-            since=_param(query.get("since"), "since"),
-            types=parse_filter_types(query["types"]) if "types" in query else None,
-            post_id=_param(query.get("post_id"), "post_id"),
-            expires_at=expires_at,
-        )
-    except ValueError as exc:
-        raise Refused(CloseCode.BAD_REQUEST, str(exc), InvalidBody(str(exc))) from None
-
-
-def _param(raw: str | None, name: str) -> str | None:
-    if raw is not None and not 0 < len(raw) <= MAX_PARAM_LENGTH:
-        raise ValueError(f"{name}: must be 1 to {MAX_PARAM_LENGTH} characters")
-    return raw
-
-
-def cut(send: Send) -> None:
-    """Drop a connection whose close cannot get out (the peer stopped reading).
-
-    ASGI has no abort; uvicorn's `send` is a method of the protocol, which has the transport.
-    """
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    if transport is not None:
-        transport.abort()
-
-
-async def say_goodbye(last: Callable[[], Awaitable[None]], stalled: bool, raw: Send) -> None:
-    """Send the last frame within CLOSE_SECONDS, or cut: a peer that stopped reading
-    never takes it, and after a stalled write it would only queue behind the stall."""
-    if not stalled:
-        with anyio.move_on_after(CLOSE_SECONDS) as late:
-            with contextlib.suppress(WebSocketDisconnect, OSError):
-                await last()
-        if not late.cancelled_caught:
-            return
-    cut(raw)
-
-
 class Subscribe(WebSocketEndpoint):
-    """`WS /ws`: receive-only. The writer runs beside starlette's receive loop."""
+    """`WS /ws`: receive-only. The subscriber's writer runs beside starlette's receive loop."""
 
     encoding = None
 
@@ -242,16 +156,14 @@ class Subscribe(WebSocketEndpoint):
         offered = tuple(websocket.scope.get("subprotocols", ()))
         # Browsers drop a connection whose offered subprotocol goes unanswered.
         subprotocol = security.SUBPROTOCOL if security.SUBPROTOCOL in offered else None
-        hub: Hub = websocket.app.state.hub
         try:
-            admission = admit(websocket, offered)
-            place = hub.admit("ws")
+            admission = admit(websocket, "ws", offered)
         except Refused as refusal:
             # Accept first: a close before accept is an HTTP 403 the browser cannot read.
             self.code = refusal.code
             with contextlib.suppress(WebSocketDisconnect, OSError):
                 await websocket.accept(subprotocol)
-                await websocket.close(refusal.code, refusal.reason)
+                await websocket.close(refusal.code, refusal.close_reason)
             logger.warning(
                 "subscriber %s refused: %d %s",
                 client_address(websocket),
@@ -261,28 +173,14 @@ class Subscribe(WebSocketEndpoint):
             return
         await websocket.accept(subprotocol)
         logger.debug("subscriber %s connected", client_address(websocket))
-        self.tasks.start_soon(self._write, websocket, admission, place)
+        self.tasks.start_soon(self._serve, websocket, admission)
 
-    async def _write(self, websocket: WebSocket, admission: Admission, place: Place) -> None:
+    async def _serve(self, websocket: WebSocket, admission: Admission) -> None:
         hub: Hub = websocket.app.state.hub
-        send: Send = websocket.scope.get(RAW_SEND) or websocket.send
-        try:
-            subscription = hub.subscribe(
-                send,
-                operator.attrgetter("message"),
-                types=admission.types,
-                post_id=admission.post_id,
-                expires_at=admission.expires_at,
-                wire=Wire.of(send),
-            )
-            code = await subscription.run(admission.since)
-            if code is not None:
-                self.code = code
-                await say_goodbye(
-                    functools.partial(websocket.close, code), subscription.stalled, send
-                )
-        finally:
-            place.release()
+        transport = transports.for_websocket(websocket.scope, websocket.send)
+        code = await hub.serve(transport, admission.request, admission.slot)
+        if code is not None:
+            self.code = code
 
     async def on_disconnect(self, websocket: WebSocket, close_code: int) -> None:
         code = self.code if self.code != CloseCode.NORMAL else close_code

@@ -91,7 +91,10 @@ class Refused(Exception):
     def __init__(self, code: CloseCode, reason: str, http_error: ServiceError) -> None:
         super().__init__(reason)
         self.code = code
-        # A close frame's reason holds 123 bytes of UTF-8 (RFC 6455 5.5); a longer one,
-        # quoting a client's parameter, say, fails the close itself.
-        self.reason = reason.encode()[:123].decode(errors="ignore")
+        self.reason = reason
         self.http_error = http_error
+
+    @property
+    def close_reason(self) -> str:
+        """The reason cut to what a close frame holds: 123 bytes of UTF-8 (RFC 6455 5.5)."""
+        return self.reason.encode()[:123].decode(errors="ignore")

@@ -6,7 +6,7 @@ Pure: no I/O, so the contract's tables test in milliseconds.
 from __future__ import annotations
 
 import json
-import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,21 +16,12 @@ import orjson
 from websockets.frames import Frame, Opcode
 
 from .errors import InvalidBody, InvalidEvent, InvalidJSON, TooLarge
+from .schemas import BUILTIN_SCHEMAS, BUILTINS, RESERVED_TYPES, TYPE_PATTERN, EventTypes
 
 MAX_BATCH = 500
-KNOWN_TYPES = ("blog_update", "comment_update", "system_notification")
-RESERVED_TYPES = frozenset({"heartbeat", "resync"})
-TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
-ACTIONS = ("created", "updated", "deleted")
-LEVELS = ("info", "warning", "error")
+MAX_POST_ID = 256
+KNOWN_TYPES = tuple(BUILTIN_SCHEMAS)
 EVENT_FIELDS = frozenset({"type", "data", "timestamp"})
-# What each known type requires in `data`: a field and the values it may take
-# (None: any non-empty string). Extra fields pass through untouched.
-REQUIRED: dict[str, tuple[tuple[str, tuple[str, ...] | None], ...]] = {
-    "blog_update": (("post_id", None), ("action", ACTIONS)),
-    "comment_update": (("post_id", None), ("comment_id", None), ("action", ACTIONS)),
-    "system_notification": (("message", None), ("level", LEVELS)),
-}
 
 
 class Position(NamedTuple):
@@ -52,7 +43,7 @@ class Position(NamedTuple):
         """The position an id names, or None when it is not an id at all."""
         epoch, sep, place = raw.rpartition(":")
         ms, dash, seq = place.partition("-")
-        if not (sep and dash and epoch.isalnum() and epoch.isascii()):
+        if not (sep and dash and raw.isascii() and epoch.isalnum()):  # isdigit() takes "²"
             return None
         if not (_digits(ms) and _digits(seq) and len(ms) < 20 and len(seq) < 20):
             return None
@@ -86,8 +77,11 @@ class Event:
     id: str | None = None
     position: Position | None = None
     post_id: str | None = None
+    # A heartbeat's `id:` line for SSE: a filtered stream's position moves past the last
+    # id it sent, and EventSource resumes from the last id it kept.
+    sse_id: str | None = None
     # The whole WebSocket frame: unmasked and uncompressed, the same bytes go to every
-    # subscriber (see `wire`). The JSON text in it is what every transport sends.
+    # subscriber (see `transports`). The JSON text in it is what every transport sends.
     ws_frame: bytes = field(init=False, repr=False)
     # The ASGI messages for the other paths, built on first use: history keeps up to
     # thousands of events, and most deployments never need them.
@@ -113,7 +107,7 @@ class Event:
 
     @property
     def message(self) -> dict[str, Any]:
-        """The ASGI message for a WebSocket subscriber that the wire cannot serve."""
+        """The ASGI message for a WebSocket subscriber whose socket is out of reach."""
         if self._message is None:
             message = {"type": "websocket.send", "text": self.payload.decode()}
             object.__setattr__(self, "_message", message)
@@ -126,6 +120,8 @@ class Event:
         if self._sse is None:
             if self.type == "heartbeat":  # a comment: EventSource ignores it, proxies see traffic
                 record = b": heartbeat " + self.timestamp.encode() + b"\n\n"
+                if self.sse_id:  # EventSource keeps it as its last id, dispatching nothing
+                    record = b"id: " + self.sse_id.encode() + b"\n" + record
             else:
                 record = b"data: " + self.payload + b"\n\n"
                 if self.id is not None:
@@ -134,10 +130,6 @@ class Event:
             object.__setattr__(self, "_sse", sse)
             return sse
         return self._sse
-
-    @property
-    def is_control(self) -> bool:
-        return self.id is None
 
 
 def make_event(draft: Draft, position: Position) -> Event:
@@ -152,8 +144,12 @@ def make_event(draft: Draft, position: Position) -> Event:
     )
 
 
-def heartbeat() -> Event:
-    return Event(type="heartbeat", data=None, timestamp=now_timestamp())
+def heartbeat(last_id: str, interval: float, *, filtered: bool = False) -> Event:
+    """`last_id`: how far the subscriber's stream has got, always a valid `since`."""
+    seconds = int(interval) if interval == int(interval) else interval
+    data = {"last_id": last_id, "interval": seconds}
+    sse_id = last_id if filtered and last_id else None
+    return Event(type="heartbeat", data=data, timestamp=now_timestamp(), sse_id=sse_id)
 
 
 def resync(head: str, reason: str = "history_expired") -> Event:
@@ -181,7 +177,9 @@ def loads(body: bytes) -> Any:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(f"body is not valid JSON: {exc}") from None
+        # Older orjson words the nesting limit otherwise: one message whatever the version.
+        reason = str(exc).replace("array and object recursion depth", "depth limit")
+        raise InvalidJSON(f"body is not valid JSON: {reason}") from None
     if _may_change(body, document):
         _check_exact(body)
     return document
@@ -191,6 +189,7 @@ def loads(body: bytes) -> Any:
 # costs four times orjson's whole parse).
 DIGITS_TO_ZEROS = bytes.maketrans(b"0123456789", b"0" * 10)
 INT_RANGE = (-(1 << 63), (1 << 64) - 1)  # what orjson keeps as an integer
+EXACT_RECURSION = 4000  # room for orjson's 1,024 levels and the stack beneath the parse
 
 
 def _may_change(body: bytes, document: Any) -> bool:
@@ -213,12 +212,17 @@ def _may_change(body: bytes, document: Any) -> bool:
 def _check_exact(body: bytes) -> None:
     """Parse again with the standard library, which keeps every key and integer as
     written, to refuse a duplicate key or an integer orjson would make a float."""
+    # orjson takes 1,024 levels; the standard parser spends a recursion level on each.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, EXACT_RECURSION))
     try:
         json.loads(body, object_pairs_hook=_unique_keys, parse_int=_int64)
     except RecursionError:
         raise InvalidJSON("body is not valid JSON: nested too deeply") from None
     except ValueError as exc:  # never seen: orjson is the stricter, but never a 500
         raise InvalidJSON(f"body is not valid JSON: {exc}") from None
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -242,12 +246,18 @@ def _int64(text: str) -> int:
     return value
 
 
-def parse_batch(body: bytes, *, strict_types: bool = True, now: str | None = None) -> list[Draft]:
+def parse_batch(
+    body: bytes,
+    *,
+    strict_types: bool = True,
+    types: EventTypes = BUILTINS,
+    now: str | None = None,
+) -> list[Draft]:
     """Validate a body holding one event or an array of them; all or nothing."""
     document = loads(body)
     stamp = now or now_timestamp()
     if isinstance(document, dict):
-        return [parse_event(document, "", strict_types=strict_types, now=stamp)]
+        return [parse_event(document, "", strict_types=strict_types, types=types, now=stamp)]
     if not isinstance(document, list):
         raise InvalidBody("body must be an event object or an array of event objects")
     if not document:
@@ -258,13 +268,18 @@ def parse_batch(body: bytes, *, strict_types: bool = True, now: str | None = Non
         if not isinstance(item, dict):
             raise InvalidBody(f"events[{index}]: must be an object")
     return [
-        parse_event(item, f"events[{index}].", strict_types=strict_types, now=stamp)
+        parse_event(item, f"events[{index}].", strict_types=strict_types, types=types, now=stamp)
         for index, item in enumerate(document)
     ]
 
 
 def parse_event(
-    raw: dict[str, Any], where: str = "", *, strict_types: bool = True, now: str | None = None
+    raw: dict[str, Any],
+    where: str = "",
+    *,
+    strict_types: bool = True,
+    types: EventTypes = BUILTINS,
+    now: str | None = None,
 ) -> Draft:
     """Validate one event object; `where` prefixes every place named in an error."""
     for name in raw:
@@ -272,17 +287,17 @@ def parse_event(
             raise InvalidEvent(
                 f"{where}{name[:64]}: unknown field (an event has only type, data and timestamp)"
             )
-    kind = _check_type(raw.get("type"), where, strict_types)
+    kind = _check_type(raw.get("type"), where, strict_types, types)
     data = raw.get("data")
     if not isinstance(data, dict):
         raise InvalidEvent(f"{where}data: must be an object")
-    for name, allowed in REQUIRED.get(kind, ()):
-        value = data.get(name)
-        if allowed is None:
-            if not isinstance(value, str) or not value.strip():
-                raise InvalidEvent(f"{where}data.{name}: must be a non-empty string")
-        elif value not in allowed:
-            raise InvalidEvent(f"{where}data.{name}: must be one of {', '.join(allowed)}")
+    check = types.checks.get(kind)
+    if check is not None:  # None: an unknown type, let in with strict typing off
+        check(data, where)
+    post_id = data.get("post_id")
+    if isinstance(post_id, str) and len(post_id) > MAX_POST_ID:
+        # A filter is at most 256 characters long: it could never match this.
+        raise InvalidEvent(f"{where}data.post_id: must be at most {MAX_POST_ID} characters")
     timestamp = raw.get("timestamp")
     if timestamp is None:
         stamp = now or now_timestamp()
@@ -291,18 +306,18 @@ def parse_event(
     return Draft(type=kind, data=data, timestamp=stamp)
 
 
-def _check_type(kind: object, where: str, strict_types: bool) -> str:
+def _check_type(kind: object, where: str, strict_types: bool, types: EventTypes) -> str:
     if kind is None:
         raise InvalidEvent(f"{where}type: is required")
     if not isinstance(kind, str):
         raise InvalidEvent(f"{where}type: must be a string")
     if kind in RESERVED_TYPES:
         raise InvalidEvent(f"{where}type: {kind!r} is reserved for the service")
-    if kind in REQUIRED:
+    if kind in types.checks:
         return kind
     if strict_types:
         raise InvalidEvent(
-            f"{where}type: unknown type {kind[:64]!r} (known: {', '.join(KNOWN_TYPES)})"
+            f"{where}type: unknown type {kind[:64]!r} (known: {', '.join(types.names)})"
         )
     if not TYPE_PATTERN.fullmatch(kind):
         raise InvalidEvent(f"{where}type: must match ^[a-z][a-z0-9_.-]{{0,63}}$")

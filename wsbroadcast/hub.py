@@ -1,13 +1,12 @@
 """The hub: every local subscriber, and the broadcaster that fans each event out to them.
 
-It knows subscribers and their buffers, nothing of HTTP or Redis; the broker feeds it.
+It knows subscribers and their transports, nothing of HTTP or Redis; the broker feeds it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -16,30 +15,30 @@ from anyio.lowlevel import checkpoint
 from . import events
 from .brokers import Appended, Broker, NewEpoch
 from .errors import CloseCode, Refused, Unavailable
-from .events import Draft, Event
+from .events import Draft, Event, Position
 from .metrics import Metrics
-from .subscription import Message, Send, Subscription
-from .wire import Wire
+from .subscription import Needs, Request, Subscription
+from .transports import Kind, Transport
 
 logger = logging.getLogger("wsbroadcast.hub")
 
-__all__ = ["Hub", "Place", "Send"]
+__all__ = ["Hub", "Slot"]
 
 MAX_TIMED = 10_000  # POSTs awaiting their fan-out for wsb_publish_seconds, at most
 
 
-class Place:
-    """A subscriber's place under the connection limit, until released."""
+class Slot:
+    """A subscriber's slot under the connection limit, until released."""
 
-    def __init__(self, hub: Hub, transport: str) -> None:
+    def __init__(self, hub: Hub, kind: Kind) -> None:
         self._hub: Hub | None = hub
-        self._transport = transport
+        self.kind = kind
         hub.connections += 1
-        hub.metrics.connections.labels(transport).inc()
+        hub.metrics.connections.labels(kind).inc()
 
     def release(self) -> None:
         if self._hub is not None:
-            self._hub._release(self._transport)
+            self._hub._release(self.kind)
             self._hub = None
 
 
@@ -57,15 +56,26 @@ class Hub:
     ) -> None:
         self.broker = broker
         self.metrics = metrics
-        self.client_buffer = client_buffer
         self.max_connections = max_connections
-        self.heartbeat_seconds = heartbeat_seconds
+        self._needs = Needs(
+            broker=broker,
+            metrics=metrics,
+            buffer_size=client_buffer,
+            heartbeat_seconds=heartbeat_seconds,
+            position=self.position,
+            on_close=self.discard,
+        )
         # A dict for its order: frames go out in the order subscribers came, as a list would.
         self._subscribers: dict[Subscription, None] = {}
         self._accepted: dict[str, float] = {}  # last id of a local POST -> accepted at
+        self._position: Position | None = None  # the last event fanned out
         self.connections = 0
         self.closing = False
         self._drained = anyio.Event()
+
+    def position(self) -> Position | None:
+        """How far the fan-out has got: the last event handed to every subscriber."""
+        return self._position
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The broadcaster: read the broker's tail and fan every event out, in id order."""
@@ -73,11 +83,13 @@ class Hub:
         async for batch in self.broker.tail():
             if isinstance(batch, NewEpoch):
                 logger.warning("the stream was lost; new epoch at %s", batch.head)
+                self._position = Position.parse(batch.head)
                 self._fan_out(events.resync(batch.head, reason="history_expired"))
                 continue
             for event in batch:
                 self._fan_out(event)
                 await checkpoint()  # a large batch must not starve the rest of the server
+            self._position = batch[-1].position
             accepted = self._accepted.pop(batch[-1].id or "", None)
             if accepted is not None:
                 self.metrics.publish_seconds.observe(time.monotonic() - accepted)
@@ -101,8 +113,8 @@ class Hub:
             self.metrics.events_published.inc(len(appended.ids))
         return appended
 
-    def admit(self, transport: str) -> Place:
-        """Take a place under the connection limit, shared by both transports."""
+    def admit(self, kind: Kind) -> Slot:
+        """Take a slot under the connection limit, shared by both transports."""
         if self.closing:
             raise Refused(
                 CloseCode.GOING_AWAY, "server shutting down", Unavailable("shutting down")
@@ -113,32 +125,33 @@ class Hub:
                 "at the connection limit",
                 Unavailable("at the connection limit; retry shortly"),
             )
-        return Place(self, transport)
+        return Slot(self, kind)
 
-    def _release(self, transport: str) -> None:
+    def _release(self, kind: Kind) -> None:
         self.connections -= 1
-        self.metrics.connections.labels(transport).dec()
+        self.metrics.connections.labels(kind).dec()
         if self.closing and not self.connections:
             self._drained.set()
 
-    def subscribe(
-        self,
-        send: Send,
-        pick: Callable[[Event], Message],
-        *,
-        types: frozenset[str] | None = None,
-        post_id: str | None = None,
-        expires_at: float | None = None,
-        wire: Wire | None = None,
-    ) -> Subscription:
+    def subscribe(self, transport: Transport, request: Request) -> Subscription:
         """Register a subscriber; it buffers live events until its `run` replays history."""
-        subscription = Subscription(
-            self, send, pick, types=types, post_id=post_id, expires_at=expires_at, wire=wire
-        )
+        subscription = Subscription(transport, request, self._needs)
         self._subscribers[subscription] = None
         if self.closing:
             subscription.close(CloseCode.GOING_AWAY)
         return subscription
+
+    async def serve(self, transport: Transport, request: Request, slot: Slot) -> int | None:
+        """One subscriber's life, for either endpoint: replay, live, goodbye; its close code
+        (None: the peer left)."""
+        try:
+            subscription = self.subscribe(transport, request)
+            code = await subscription.run(request.since)
+            if code is not None:
+                await transport.close(code, stalled=subscription.stalled)
+            return code
+        finally:
+            slot.release()
 
     def discard(self, subscription: Subscription) -> None:
         self._subscribers.pop(subscription, None)

@@ -62,6 +62,23 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
+        self.outbox_relayed = Counter(
+            "wsb_outbox_relayed", "Outbox rows published.", registry=self.registry
+        )
+        self.outbox_dead = Counter(
+            "wsb_outbox_dead",
+            "Outbox rows that failed the event rules, moved to wsb_outbox_dead.",
+            registry=self.registry,
+        )
+        self.outbox_lag = Histogram(
+            "wsb_outbox_lag_seconds",
+            "From an outbox row's created_at to its event published.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.outbox_up = Gauge(
+            "wsb_outbox_up", "1 while the outbox relay reaches Postgres.", registry=self.registry
+        )
         for transport in ("ws", "sse"):
             self.connections.labels(transport)
         for outcome in ("replayed", "resync"):

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.config import Config
 
@@ -22,42 +23,6 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 class SettingsError(ValueError):
     """A setting that cannot be used; the message is one line naming it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    broker_url: str = "memory://"
-    publish_token: str | None = None
-    open_publish: bool = False
-    jwt_secret: str | None = None
-    allowed_origins: tuple[str, ...] = ("http://localhost:3000", "http://127.0.0.1:3000")
-    history_size: int = 1000
-    client_buffer: int = 256
-    max_connections: int = 10000
-    connect_rate: float = 20.0
-    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
-    max_body_bytes: int = 65536
-    heartbeat_seconds: float = 25.0
-    strict_types: bool = True
-    log_level: LogLevel = "info"
-    websocket_enabled: bool = True
-
-    def secrets(self) -> tuple[str, ...]:
-        """Values that must never appear in a log line."""
-        return tuple(s for s in (self.publish_token, self.jwt_secret) if s)
-
-
-def env_names() -> dict[str, str]:
-    """Each field's environment variable: its name in upper case behind `WSB_`."""
-    names = {f.name: f"WSB_{f.name.upper()}" for f in dataclasses.fields(Settings)}
-    names["websocket_enabled"] = "WEBSOCKET_ENABLED"  # the seed's name, kept for its users
-    return names
-
-
-def flag_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
 
 
 # Parsers turn a raw string into a field value or raise ValueError with the reason.
@@ -118,6 +83,14 @@ def _broker_url(raw: str) -> str:
     raise ValueError("is not a broker URL (memory:// or redis://host:port/db)")
 
 
+def _outbox_url(raw: str) -> str | None:
+    if not raw:
+        return None  # an empty value means unset
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise ValueError("is not a postgresql://user:password@host:port/database URL")
+    return raw
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     if not origins:
@@ -140,6 +113,18 @@ def _ips(raw: str) -> tuple[str, ...]:
     return items
 
 
+def _event_types(raw: str) -> str | None:
+    if not raw.strip():
+        return None
+    from .schemas import SchemaFileError, load_file  # jsonschema only when a file is named
+
+    try:
+        load_file(raw)
+    except SchemaFileError as exc:
+        raise ValueError(str(exc)) from None
+    return raw
+
+
 def _log_level(raw: str) -> LogLevel:
     lowered = raw.strip().lower()
     for level in LOG_LEVELS:
@@ -148,33 +133,94 @@ def _log_level(raw: str) -> LogLevel:
     raise ValueError(f"is not one of {', '.join(LOG_LEVELS)}")
 
 
-PARSERS: dict[str, Callable[[str], Any]] = {
-    "host": _text,
-    "port": _port,
-    "broker_url": _broker_url,
-    "publish_token": _secret,
-    "open_publish": _bool,
-    "jwt_secret": _secret,
-    "allowed_origins": _origins,
-    "history_size": _count,
-    "client_buffer": _count,
-    "max_connections": _count,
-    "connect_rate": _positive,
-    "forwarded_allow_ips": _ips,
-    "max_body_bytes": _count,
-    "heartbeat_seconds": _seconds,
-    "strict_types": _bool,
-    "log_level": _log_level,
-    "websocket_enabled": _bool,
-}
-SECRET_FIELDS = frozenset({"publish_token", "jwt_secret"})
+def setting(
+    default: Any,
+    parse: Callable[[str], Any],
+    *,
+    secret: bool | Literal["password"] = False,
+    env: str = "",
+) -> Any:
+    """A field with its parser beside it; `env` when its variable is not WSB_<NAME>;
+    `secret="password"` for a URL whose password is the secret."""
+    return dataclasses.field(
+        default=default, metadata={"parse": parse, "secret": secret, "env": env}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = setting("127.0.0.1", _text)
+    port: int = setting(8000, _port)
+    broker_url: str = setting("memory://", _broker_url, secret="password")
+    publish_token: str | None = setting(None, _secret, secret=True)
+    open_publish: bool = setting(False, _bool)
+    jwt_secret: str | None = setting(None, _secret, secret=True)
+    allowed_origins: tuple[str, ...] = setting(
+        ("http://localhost:3000", "http://127.0.0.1:3000"), _origins
+    )
+    history_size: int = setting(1000, _count)
+    history_bytes: int = setting(64 << 20, _count)
+    backlog_bytes: int = setting(32 << 20, _count)
+    client_buffer: int = setting(256, _count)
+    max_connections: int = setting(10000, _count)
+    connect_rate: float = setting(20.0, _positive)
+    forwarded_allow_ips: tuple[str, ...] = setting(("127.0.0.1",), _ips)
+    max_body_bytes: int = setting(65536, _count)
+    heartbeat_seconds: float = setting(25.0, _seconds)
+    header_timeout: float = setting(10.0, _positive)
+    strict_types: bool = setting(True, _bool)
+    event_types: str | None = setting(None, _event_types)  # a path, its file checked here
+    # Shown "(hidden)" in errors, and its password kept out of every log line.
+    outbox_url: str | None = setting(None, _outbox_url, secret="password")
+    log_level: LogLevel = setting("info", _log_level)
+    # The seed's name, kept for its users.
+    websocket_enabled: bool = setting(True, _bool, env="WEBSOCKET_ENABLED")
+
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in a log line."""
+        found: list[str] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value and f.metadata["secret"] == "password":
+                found += url_passwords(value)
+            elif value and f.metadata["secret"]:
+                found.append(value)
+        return tuple(found)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def env_names() -> dict[str, str]:
+    """Each field's environment variable: its name in upper case behind `WSB_`."""
+    return {name: f.metadata["env"] or f"WSB_{name.upper()}" for name, f in FIELDS.items()}
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def url_passwords(url: str) -> tuple[str, ...]:
+    """The passwords a URL holds: after `user:`, or as `password=` in its query."""
+    parts = urlsplit(url)
+    found = parse_qs(parts.query).get("password", [])
+    return tuple(p for p in (parts.password, *found) if p)
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return bool(url_passwords(url))
+    except ValueError:
+        return True  # unparseable: show nothing of it
 
 
 def _parse(field: str, raw: str, source: str) -> Any:
+    meta = FIELDS[field].metadata
     try:
-        return PARSERS[field](raw)
+        return meta["parse"](raw)
     except ValueError as exc:
-        shown = "(hidden)" if field in SECRET_FIELDS else repr(raw)
+        secret = meta["secret"] is True or (meta["secret"] and _has_password(raw))
+        shown = "(hidden)" if secret else repr(raw)
         raise SettingsError(f"{source}: {shown} {exc}") from None
 
 
@@ -185,7 +231,7 @@ def argument_parser() -> argparse.ArgumentParser:
         epilog="Each flag is also an environment variable (see the README); flags win.",
     )
     names = env_names()
-    for field in PARSERS:
+    for field in FIELDS:
         parser.add_argument(flag_name(field), dest=field, metavar="VALUE", help=names[field])
     return parser
 

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import operator
 
 import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from .endpoints import (
-    RAW_SEND,
-    Admission,
-    admit,
-    client_address,
-    error_response,
-    say_goodbye,
-)
+from . import transports
+from .admission import Admission, admit, client_address
 from .errors import CloseCode, Refused
-from .hub import Hub, Place
-from .hub import Send as HubSend
+from .hub import Hub
+from .responses import error_response
 from .security import origin_allowed
 from .settings import Settings
 
@@ -41,7 +33,6 @@ def cors_headers(origin: str | None, settings: Settings) -> dict[str, str]:
 
 async def subscribe(request: Request) -> Response | EventStream:
     settings: Settings = request.app.state.settings
-    hub: Hub = request.app.state.hub
     cors = cors_headers(request.headers.get("origin"), settings)
     if request.method == "OPTIONS":  # preflight for a fetch-based client sending a header
         return Response(
@@ -54,8 +45,7 @@ async def subscribe(request: Request) -> Response | EventStream:
             },
         )
     try:
-        admission = admit(request)
-        place = hub.admit("sse")
+        admission = admit(request, "sse")
     except Refused as refusal:
         request.app.state.metrics.disconnected(refusal.code)
         logger.warning(
@@ -67,26 +57,15 @@ async def subscribe(request: Request) -> Response | EventStream:
         response = error_response(refusal.http_error)
         response.headers.update(cors)
         return response
-    # The browser's own resume header wins over `since`.
-    since = request.headers.get("last-event-id") or admission.since
-    return EventStream(hub, admission, since, place, cors)
+    return EventStream(request.app.state.hub, admission, cors)
 
 
 class EventStream:
     """An ASGI response that lives as long as the subscription."""
 
-    def __init__(
-        self,
-        hub: Hub,
-        admission: Admission,
-        since: str | None,
-        place: Place,
-        cors: dict[str, str],
-    ) -> None:
+    def __init__(self, hub: Hub, admission: Admission, cors: dict[str, str]) -> None:
         self.hub = hub
         self.admission = admission
-        self.since = since
-        self.place = place
         self.headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache, no-transform"),
@@ -95,8 +74,8 @@ class EventStream:
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw: HubSend = scope.get(RAW_SEND) or send  # type: ignore[assignment]
         code: int | None = None
+        slot = self.admission.slot
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.headers})
             await send(
@@ -106,21 +85,15 @@ class EventStream:
                     "more_body": True,
                 }
             )
-            subscription = self.hub.subscribe(
-                raw,
-                operator.attrgetter("sse"),
-                types=self.admission.types,
-                post_id=self.admission.post_id,
-                expires_at=self.admission.expires_at,
-            )
+            transport = transports.for_sse(scope, send)  # type: ignore[arg-type]
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_until_disconnect, receive, tasks.cancel_scope)
-                code = await subscription.run(self.since)
+                code = await self.hub.serve(transport, self.admission.request, slot)
                 tasks.cancel_scope.cancel()
-            end = {"type": "http.response.body", "body": b"", "more_body": False}
-            await say_goodbye(functools.partial(send, end), subscription.stalled, raw)
+            if code is None:  # the peer left: end the response all the same
+                await transport.close(CloseCode.NORMAL)
         finally:
-            self.place.release()
+            slot.release()
             label = str(code if code is not None else CloseCode.NORMAL)
             self.hub.metrics.disconnects.labels(label).inc()
 

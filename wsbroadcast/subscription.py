@@ -1,10 +1,10 @@
 """One subscriber: its filters, its bounded buffer, its writer, and its resume.
 
-While the subscriber keeps up, the hub writes each frame straight through: a WebSocket
-frame onto the connection's transport (`wire`), an SSE record through the server's `send`,
-which completes without suspending while the client reads, so the hub steps it once and
-moves on. Only a frame the client's socket cannot take now is finished by the subscriber's
-own writer, and later events wait in its bounded buffer. The hub never awaits a subscriber.
+While the subscriber keeps up, the hub hands each event straight to its transport, which
+writes it at once. Only an event the socket cannot take now goes to the subscriber's
+bounded buffer, and its own writer sends it and the ones after it, in order. The hub
+never awaits a subscriber. A subscription knows its transport through the `Transport`
+interface and is handed what it needs; it knows nothing of the hub.
 """
 
 from __future__ import annotations
@@ -13,70 +13,60 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from . import events
+from .brokers import Broker
 from .errors import CloseCode, Unavailable
 from .events import Event, Position
-from .wire import Wire
-
-if TYPE_CHECKING:
-    from .hub import Hub
+from .metrics import Metrics
+from .transports import STALL_SECONDS, Transport
 
 logger = logging.getLogger("wsbroadcast.hub")
 
-Message = dict[str, Any]
-Send = Callable[[Message], Coroutine[Any, Any, None]]
 REPLAY_CHUNK = 100  # events read from history at a time during a resume
-STALL_SECONDS = 5.0  # one write stalled this long closes the subscriber with 1013
 
 
-class _Resume:
-    """The rest of a send that suspended in the hub, finished by the subscriber's writer."""
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a subscriber asked for, once checked: where to begin, and its filters."""
 
-    __slots__ = ("coro", "waiting")
+    since: str | None = None
+    types: frozenset[str] | None = None
+    post_id: str | None = None
+    expires_at: float | None = None  # wall-clock time the subscriber's token expires
 
-    def __init__(self, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
-        self.coro = coro
-        self.waiting = waiting  # the future the send is blocked on
 
-    def __await__(self) -> Generator[Any, None, None]:
-        # Hand the future to the awaiting task; once it is done, carry the send on there.
-        yield self.waiting
-        yield from self.coro.__await__()
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """What a subscription is handed by its hub."""
+
+    broker: Broker
+    metrics: Metrics
+    buffer_size: int
+    heartbeat_seconds: float
+    position: Callable[[], Position | None]  # how far the fan-out has got
+    on_close: Callable[[Subscription], None]
 
 
 class Subscription:
     """One subscriber: its filters, its bounded buffer and its writer."""
 
-    def __init__(
-        self,
-        hub: Hub,
-        send: Send,
-        pick: Callable[[Event], Message],
-        *,
-        types: frozenset[str] | None = None,
-        post_id: str | None = None,
-        expires_at: float | None = None,
-        wire: Wire | None = None,
-    ) -> None:
-        self._hub = hub
-        self._send = send
-        self._wire = wire
-        self._pick = pick
-        self._types = types
-        self._post_id = post_id
-        self._filtered = types is not None or post_id is not None
-        self._expires_at = expires_at  # wall-clock time the subscriber's token expires
-        self._buffer_size = hub.client_buffer
-        # The bounded buffer, made the first time a send would suspend: most subscribers
+    def __init__(self, transport: Transport, request: Request, needs: Needs) -> None:
+        self.transport = transport
+        self._needs = needs
+        self._types = request.types
+        self._post_id = request.post_id
+        self._filtered = request.types is not None or request.post_id is not None
+        self._expires_at = request.expires_at
+        # The bounded buffer, made the first time a write must wait: most subscribers
         # keep up and never need one.
-        self._outbox: MemoryObjectSendStream[Event | _Resume] | None = None
-        self._inbox: MemoryObjectReceiveStream[Event | _Resume] | None = None
+        self._outbox: MemoryObjectSendStream[Event] | None = None
+        self._inbox: MemoryObjectReceiveStream[Event] | None = None
         self.idle = False  # True while the writer waits with nothing to do
         self.replaying = True  # live events wait in `pending` until history is sent
         self.pending: list[Event] = []
@@ -84,6 +74,7 @@ class Subscription:
         self.close_code: CloseCode | None = None
         self.stalled = False  # closed because a write stalled: cut, do not say goodbye
         self._replayed_to: Position | None = None  # the last id the replay sent
+        self._reached: Position | None = needs.position()  # where the stream has got for us
         self._writing: anyio.CancelScope | None = None  # the write in progress
         # The idle writer waits on a bare future: an anyio Event and a cancel scope per
         # subscriber would cost 1.5 KB each, and most subscribers are idle all the time.
@@ -100,7 +91,7 @@ class Subscription:
         return self._post_id is None or event.post_id is None or event.post_id == self._post_id
 
     def offer(self, event: Event, now: float) -> bool:
-        """Deliver now, or buffer; never blocks. True when the frame was written."""
+        """Deliver now, or buffer; never blocks. True when the event was written."""
         if self._filtered and not self.wants(event):
             return False
         if self._replayed_to is not None:
@@ -109,29 +100,22 @@ class Subscription:
             if not _newer(event, self._replayed_to):
                 return False
             self._replayed_to = None
-        if self.idle and self._wire is not None:
-            if self._wire.write(event.ws_frame):
-                self.last_sent = now
-                return True
-            self.idle = False  # paused or closing: the writer takes it, and the rest in order
-            self._queue(event)
-        elif self.idle:
+        if self.idle:
             try:
-                pending = self._step(event)
+                if self.transport.write_now(event):
+                    self.last_sent = now
+                    return True
             except OSError:  # the peer is gone: its receive loop sees the disconnect
                 self.close(None)
                 return False
             except Exception:  # one broken connection must never stop the broadcaster
-                logger.exception("dropping a subscriber whose send failed")
+                logger.exception("dropping a subscriber whose write failed")
                 self.close(None)
                 return False
-            if pending is None:
-                self.last_sent = now
-                return True
-            self.idle = False
-            self._queue(pending)
+            self.idle = False  # the socket is busy: the writer takes it, and the rest in order
+            self._queue(event)
         elif self.replaying:
-            if len(self.pending) < self._buffer_size:
+            if len(self.pending) < self._needs.buffer_size:
                 self.pending.append(event)
             else:  # history still has them: the replay reads further instead
                 self.pending.clear()
@@ -143,21 +127,13 @@ class Subscription:
                 self.close(CloseCode.TOO_SLOW)
         return False
 
-    def _step(self, event: Event) -> _Resume | None:
-        """Start the send; None when it completed at once, else the rest of it to await."""
-        coro = self._send(self._pick(event))
-        try:
-            return _Resume(coro, coro.send(None))
-        except StopIteration:
-            return None
-
-    def _queue(self, item: Event | _Resume) -> None:
+    def _queue(self, event: Event) -> None:
         """Into the bounded buffer (WouldBlock when full), rousing the writer."""
         if self._outbox is None:
-            self._outbox, self._inbox = anyio.create_memory_object_stream[Event | _Resume](
-                self._buffer_size
+            self._outbox, self._inbox = anyio.create_memory_object_stream[Event](
+                self._needs.buffer_size
             )
-        self._outbox.send_nowait(item)
+        self._outbox.send_nowait(event)
         self._wake()
 
     def _wake(self) -> None:
@@ -172,7 +148,7 @@ class Subscription:
         """Stop delivering; the writer returns `code` (None: the peer left)."""
         if self.close_code is None:
             self.close_code = code
-        self._hub.discard(self)
+        self._needs.on_close(self)
         self._wake()
         if self._writing is not None:
             self._writing.cancel()  # a stalled write must not hold up the close
@@ -198,11 +174,11 @@ class Subscription:
         return self.close_code
 
     async def _replay(self, since: str) -> None:
-        broker = self._hub.broker
+        broker = self._needs.broker
         position = Position.parse(since)
         batch = await broker.read_after(position, REPLAY_CHUNK) if position else None
         if batch is not None:
-            self._hub.metrics.resumes.labels("replayed").inc()
+            self._needs.metrics.resumes.labels("replayed").inc()
         while self.close_code is None:
             if batch is None:  # not in history (or expired while we replayed): resync
                 position = await self._resync()
@@ -218,8 +194,8 @@ class Subscription:
         self._go_live(position)
 
     async def _resync(self) -> Position | None:
-        head = await self._hub.broker.head()
-        self._hub.metrics.resumes.labels("resync").inc()
+        head = await self._needs.broker.head()
+        self._needs.metrics.resumes.labels("resync").inc()
         await self._write(events.resync(head))
         return Position.parse(head)
 
@@ -227,6 +203,8 @@ class Subscription:
         """From here on the hub delivers; pass on the live events newer than `position`."""
         self.replaying = False
         self._replayed_to = position
+        if position is not None:
+            self._reached = _later(self._reached, position)
         pending, self.pending = self.pending, []
         for event in pending:
             if position is None or _newer(event, position):
@@ -236,21 +214,32 @@ class Subscription:
     async def _pump(self) -> None:
         # Items stay in the buffer until taken with receive_nowait(): waiting on the
         # waker instead of receive() means a timeout can never lose one.
+        heartbeat_seconds = self._needs.heartbeat_seconds
         while self.close_code is None:
             if self._inbox is not None:
                 try:
-                    item = self._inbox.receive_nowait()
+                    event = self._inbox.receive_nowait()
                 except anyio.WouldBlock:
                     pass
                 else:
-                    await self._write(item)
+                    await self._write(event)
                     continue
             if await self._idle():
                 continue  # roused: something to write, or closed
             if self._expires_at is not None and self._expires_at <= time.time():
                 self.close(CloseCode.UNAUTHORIZED)
-            elif time.monotonic() - self.last_sent >= self._hub.heartbeat_seconds:
-                await self._write(events.heartbeat())
+            elif heartbeat_seconds and time.monotonic() - self.last_sent >= heartbeat_seconds:
+                await self._write(await self._heartbeat())
+
+    async def _heartbeat(self) -> Event:
+        """A heartbeat naming how far this stream has got: every event up to it was
+        written or filtered out, since the writer is idle (contract: `last_id`)."""
+        reached = _later(self._reached, self._needs.position())
+        if reached is None:  # nothing fanned out since this process started
+            reached = Position.parse(await self._needs.broker.head())
+        self._reached = reached
+        last_id = str(reached) if reached else ""
+        return events.heartbeat(last_id, self._needs.heartbeat_seconds, filtered=self._filtered)
 
     async def _idle(self) -> bool:
         """Wait until roused (True) or until a heartbeat or the token expiry is due (False)."""
@@ -272,55 +261,52 @@ class Subscription:
     def _quiet_left(self) -> float:
         """Seconds until a heartbeat is due or the token expires."""
         left = math.inf
-        if self._hub.heartbeat_seconds:
-            left = self.last_sent + self._hub.heartbeat_seconds - time.monotonic()
+        if self._needs.heartbeat_seconds:
+            left = self.last_sent + self._needs.heartbeat_seconds - time.monotonic()
         if self._expires_at is not None:
             left = min(left, self._expires_at - time.time())
         return max(left, 0.0)
 
-    async def _write(self, item: Event | _Resume) -> None:
+    async def _write(self, event: Event) -> None:
         if self.closed:
             return
-        # As in the fan-out: a write that completes at once needs no timer.
-        stalled_since = time.monotonic()
-        pending: Awaitable[None] | None
-        if self._wire is not None and isinstance(item, Event):
-            pending = None
-            if not self._wire.write(item.ws_frame):
-                pending = self._wire.send(item.ws_frame)
-                if self._wire.paused:  # since the last frame written: the kernel took it in part
-                    stalled_since = self.last_sent
-        else:
-            pending = self._step(item) if isinstance(item, Event) else item
-        if pending is not None:
+        transport = self.transport
+        if not transport.write_now(event):
+            # A write that completes at once needs no timer. A socket that still holds
+            # part of the last frame has been stalled since that frame was written.
+            stalled_since = self.last_sent if transport.backed_up else time.monotonic()
             left = stalled_since + STALL_SECONDS - time.monotonic()
             try:
                 with anyio.fail_after(max(left, 0.0)) as self._writing:
-                    await pending
+                    await transport.write(event)
             finally:
                 self._writing = None
         # A close during the write cancels it: then it may not have completed.
         if self.close_code is None:
             self.last_sent = time.monotonic()
-            self._hub.metrics.messages_sent.inc()
+            if event.position is not None:
+                self._reached = event.position
+            self._needs.metrics.messages_sent.inc()
 
     def _discard_leftovers(self) -> None:
         if self._inbox is None or self._outbox is None:
             return
         self._outbox.close()
-        while True:
-            try:
-                item = self._inbox.receive_nowait()
-            except (anyio.WouldBlock, anyio.EndOfStream):
-                break
-            if isinstance(item, _Resume):
-                item.coro.close()
         self._inbox.close()
 
 
 def _settle(waker: asyncio.Future[bool], value: bool) -> None:
     if not waker.done():
         waker.set_result(value)
+
+
+def _later(a: Position | None, b: Position | None) -> Position | None:
+    """The further of two stream positions; of two epochs, the one announced last (b)."""
+    if a is None or b is None:
+        return a or b
+    if a.epoch != b.epoch:
+        return b
+    return a if a.place > b.place else b
 
 
 def _newer(event: Event, position: Position) -> bool:

@@ -25,3 +25,16 @@ it('renders on the server as connecting, with an empty feed and no warning', () 
   expect(html).toContain('Nothing yet.');
   expect(error).not.toHaveBeenCalled();
 });
+
+it('renders on the server with a relative URL and filters (resolved later, in the browser)', () => {
+  const html = renderToString(
+    <RealtimeProvider url="/api/v1/ws" postId="p1" types={['comment_update']}>
+      <ConnectionBadge />
+    </RealtimeProvider>,
+  );
+  expect(html).toContain('Connecting…');
+});
+
+it('renders RealtimeNotifications with no provider above it', () => {
+  expect(renderToString(<RealtimeNotifications url="ws://localhost:8000/api/v1/ws" />)).toBe('');
+});

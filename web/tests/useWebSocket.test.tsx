@@ -3,14 +3,16 @@
  * reconnecting by close code with backoff, dead links, StrictMode and disconnect().
  */
 
+import net from 'node:net';
+
 import { act, renderHook } from '@testing-library/react';
 import { StrictMode, type ReactNode } from 'react';
 
 import { lastEventIdKey, type UseWebSocketOptions, useWebSocket } from '@/hooks/useWebSocket';
-import type { WsEvent } from '@/lib/protocol';
+import { SubscribeUrlError, type WsEvent } from '@/lib/protocol';
 
 import { eventFrame, type ServerConnection, TestServer } from './support/wsServer';
-import { settle } from './support/wait';
+import { settle, until } from './support/wait';
 
 const RealWebSocket = window.WebSocket;
 let server: TestServer;
@@ -53,7 +55,7 @@ afterEach(async () => {
 
 /** Fake timers for the hook; sockets, promises and the test's own deadlines stay real. */
 function useFakeClock(random: number): void {
-  jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] });
+  jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask', 'hrtime'] });
   jest.spyOn(Math, 'random').mockReturnValue(random);
 }
 
@@ -164,14 +166,60 @@ describe('connecting', () => {
     expect(searchParams.get('post_id')).toBe('p 7');
   });
 
-  it('gives up at once on a URL that cannot be opened', async () => {
+  it('throws a clear error for a URL that cannot work, instead of a silent disconnect', async () => {
     await startServer();
-    const error = jest.spyOn(console, 'error').mockImplementation(() => undefined);
-    const onError = jest.fn();
-    const { result } = setup({ url: 'not a websocket url', onError });
-    await settle(() => result.current.status === 'closed', 'the hook to give up');
-    expect(onError).toHaveBeenCalledTimes(1);
-    expect(error).toHaveBeenCalledWith('[useWebSocket] cannot open', 'not a websocket url', expect.anything());
+    jest.spyOn(console, 'error').mockImplementation(() => undefined); // React reports the throw
+    expect(() => setup({ url: 'ftp://example.com/ws' })).toThrow(SubscribeUrlError);
+    expect(() => setup({ url: 'ftp://example.com/ws' })).toThrow(/scheme must be ws:, wss:, http: or https:/);
+    expect(opened).not.toHaveBeenCalled();
+  });
+
+  it('resolves a relative URL against the page (http: becomes ws:)', async () => {
+    await startServer();
+    jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    setup({ url: '/api/v1/ws', since: 'e-1' });
+    // The page is http://localhost/ under jsdom; no server listens there, the URL is what counts.
+    expect(opened).toHaveBeenCalledWith('ws://localhost/api/v1/ws?since=e-1');
+  });
+
+  it('takes the seed positional shape, useWebSocket(url, { onMessage })', async () => {
+    const frame = eventFrame();
+    await startServer((c) => c.send(frame));
+    const seen: string[] = [];
+    const { result } = renderHook(() => useWebSocket(server.url, { onMessage: (event) => seen.push(event.id) }));
+    await settle(() => seen.length === 1, 'the event');
+    expect(seen).toEqual([frame.id]);
+    expect(result.current.status).toBe('open');
+  });
+
+  it('does not connect while enabled is false, and connects when it turns true', async () => {
+    await startServer();
+    const { result, rerender } = setup({ enabled: false });
+    await settle(() => result.current.status === 'idle', 'idle');
+    expect(opened).not.toHaveBeenCalled();
+    rerender({ enabled: true });
+    await settle(() => result.current.status === 'open', 'the socket to open');
+    expect(server.connections).toHaveLength(1);
+  });
+
+  it('does not re-render a consumer that never reads lastEventId on every event', async () => {
+    await startServer();
+    let quietRenders = 0;
+    let readingRenders = 0;
+    const quiet = renderHook(() => {
+      quietRenders += 1;
+      return useWebSocket({ url: server.url, storageKey: null }).status;
+    });
+    const reading = renderHook(() => {
+      readingRenders += 1;
+      return useWebSocket({ url: server.url, storageKey: null }).lastEventId;
+    });
+    await settle(() => quiet.result.current === 'open' && server.connections.length === 2, 'both open');
+    const [before, beforeReading] = [quietRenders, readingRenders];
+    for (const connection of server.connections) for (let n = 0; n < 5; n += 1) connection.send(eventFrame());
+    await settle(() => reading.result.current !== null && readingRenders >= beforeReading + 1, 'the reader to update');
+    await settle(() => /^0-/.test(reading.result.current ?? ''), 'the id');
+    expect(quietRenders).toBe(before);
   });
 
   it('logs and drops a frame that is not JSON, and keeps the connection', async () => {
@@ -248,15 +296,14 @@ describe('resuming', () => {
 });
 
 describe('reconnecting by close code', () => {
-  it('backs off exponentially with full jitter, from 0.5 s up to a 20 s ceiling', async () => {
-    useFakeClock(0.5); // each delay is half its ceiling
+  it('backs off exponentially with jitter, never under 0.5 s, up to a 20 s ceiling', async () => {
+    useFakeClock(0.5); // each delay is halfway between the base and its ceiling
     await startServer((c) => c.socket.close(1013, 'too slow'));
     const { calls } = setup();
-    const ceilings = [500, 1_000, 2_000, 4_000, 8_000, 16_000, 20_000, 20_000];
-    for (const [n, ceiling] of ceilings.entries()) {
+    const delays = [750, 1_250, 2_250, 4_250, 8_250, 10_250, 10_250];
+    for (const [n, delay] of delays.entries()) {
       await settle(() => calls.disconnects.length === n + 1, `close #${n + 1}`);
       expect(calls.disconnects[n]).toEqual({ code: 1013, willReconnect: true });
-      const delay = ceiling / 2;
       advance(delay - 1);
       expect(opened).toHaveBeenCalledTimes(n + 1);
       advance(1);
@@ -269,9 +316,9 @@ describe('reconnecting by close code', () => {
     await startServer((c) => c.socket.close(4429, 'rate limited'));
     const { calls } = setup();
     await settle(() => calls.disconnects.length === 1, 'the first refusal');
-    advance(250);
+    advance(750);
     await settle(() => calls.disconnects.length === 2, 'the second refusal');
-    advance(499); // the second retry waits half of 1 s
+    advance(1_249); // the second retry waits 1.25 s
     expect(opened).toHaveBeenCalledTimes(2);
     advance(1);
     expect(opened).toHaveBeenCalledTimes(3);
@@ -300,24 +347,25 @@ describe('reconnecting by close code', () => {
     const getToken = jest.fn(() => tokens.shift());
     const { result, calls } = setup({ getToken });
     await settle(() => calls.disconnects.length === 1, 'the 4401');
-    advance(250);
+    advance(750);
     await settle(() => result.current.status === 'open', 'the retry to open');
     expect(getToken.mock.calls).toEqual([[{ refresh: false }], [{ refresh: true }]]);
     expect(offered(server.connections[1]!)).toEqual(['wsbroadcast', 'bearer.new.token.jwt']);
   });
 
-  it('waits a random delay of up to 5 s after 1001 (server shutting down)', async () => {
+  it('waits a random delay of up to 5 s after 1001 (server shutting down), longer with each attempt', async () => {
     useFakeClock(0.5);
-    await startServer((c) => {
-      if (server.connections.length === 1) c.socket.close(1001, 'shutting down');
-    });
+    await startServer((c) => c.socket.close(1001, 'shutting down'));
     const { calls } = setup();
-    await settle(() => calls.disconnects.length === 1, 'the 1001');
-    expect(calls.disconnects[0]).toEqual({ code: 1001, willReconnect: true });
-    advance(2_499);
-    expect(opened).toHaveBeenCalledTimes(1);
-    advance(1);
-    expect(opened).toHaveBeenCalledTimes(2);
+    // Halfway between 0.5 s and 5 s, then 10 s, then 20 s.
+    for (const [n, delay] of [2_750, 5_250, 10_250].entries()) {
+      await settle(() => calls.disconnects.length === n + 1, `1001 #${n + 1}`);
+      expect(calls.disconnects[n]).toEqual({ code: 1001, willReconnect: true });
+      advance(delay - 1);
+      expect(opened).toHaveBeenCalledTimes(n + 1);
+      advance(1);
+      expect(opened).toHaveBeenCalledTimes(n + 2);
+    }
   });
 
   it('gives up after reconnectAttempts failed attempts in a row', async () => {
@@ -325,9 +373,9 @@ describe('reconnecting by close code', () => {
     await startServer((c) => c.socket.close(1013, 'at the limit'));
     const { result, calls } = setup({ reconnectAttempts: 2 });
     await settle(() => calls.disconnects.length === 1, 'close #1');
-    advance(250);
+    advance(750);
     await settle(() => calls.disconnects.length === 2, 'close #2');
-    advance(500);
+    advance(1_250);
     await settle(() => calls.disconnects.length === 3, 'close #3');
     advance(120_000);
     expect(opened).toHaveBeenCalledTimes(3);
@@ -367,31 +415,143 @@ describe('noticing a dead link', () => {
     expect(warn).toHaveBeenCalledWith(expect.stringContaining('no message or heartbeat'));
     await settle(() => first.closedWith !== null, 'the dead socket to be closed');
 
-    advance(250);
+    advance(750);
     const second = await server.connection(2);
     expect(second.url.searchParams.get('since')).toBe(frame.id);
   });
 
-  it('drops the socket when the browser goes offline and reconnects when it is back online', async () => {
-    const frame = eventFrame();
+  it('takes the dead-link deadline from the heartbeat interval, and resumes from its last_id', async () => {
+    useFakeClock(0.5);
+    jest.spyOn(console, 'warn').mockImplementation(() => undefined);
     await startServer((c) => {
-      if (server.connections.length === 1) c.send(frame);
+      if (server.connections.length > 1) return;
+      // A filtered stream: nothing matched, but the stream moved on to e1-99.
+      c.send({ type: 'heartbeat', data: { last_id: 'e1-99', interval: 2 }, timestamp: '2024-01-01T00:00:00Z' });
+    });
+    // The hook assumes 25 s (55 s of silence) until the server says 2 s (2 x 2 s + 2 s).
+    const { result, calls } = setup({ since: 'e1-10' });
+    await settle(() => result.current.lastEventId === 'e1-99', 'the heartbeat');
+    advance(5_999);
+    expect(calls.disconnects).toEqual([]);
+    advance(1);
+    expect(calls.disconnects).toEqual([{ code: 1006, willReconnect: true }]);
+    advance(750);
+    const second = await server.connection(2);
+    expect(second.url.searchParams.get('since')).toBe('e1-99'); // no needless resync
+  });
+
+  it('backs off when a server sends a heartbeat and then closes with 1013, again and again', async () => {
+    useFakeClock(0.5);
+    await startServer((c) => {
+      c.send({ type: 'heartbeat', data: { last_id: 'e1-1', interval: 25 }, timestamp: '2024-01-01T00:00:00Z' });
+      c.socket.close(1013, 'too slow'); // the heartbeat goes first
+    });
+    const { calls } = setup();
+    // The first frame does not reset the count: the waits grow.
+    for (const [n, delay] of [750, 1_250, 2_250, 4_250].entries()) {
+      await settle(() => calls.disconnects.length === n + 1, `close #${n + 1}`);
+      advance(delay - 1);
+      expect(opened).toHaveBeenCalledTimes(n + 1);
+      advance(1);
+      expect(opened).toHaveBeenCalledTimes(n + 2);
+    }
+  });
+
+  it('starts the backoff again once a connection has stayed up 5 s', async () => {
+    useFakeClock(0.5);
+    await startServer((c) => {
+      if (server.connections.length <= 2) c.socket.close(1013, 'too slow');
     });
     const { result, calls } = setup();
-    await settle(() => calls.messages.length === 1, 'the event');
+    await settle(() => calls.disconnects.length === 1, 'close #1');
+    advance(750);
+    await settle(() => calls.disconnects.length === 2, 'close #2');
+    advance(1_250);
+    await settle(() => result.current.status === 'open', 'the third to stay open');
+    advance(5_000);
+    server.connections[2]!.socket.close(1013, 'too slow');
+    await settle(() => calls.disconnects.length === 3, 'close #3');
+    advance(749);
+    expect(opened).toHaveBeenCalledTimes(3);
+    advance(1);
+    expect(opened).toHaveBeenCalledTimes(4);
+  });
 
-    act(() => {
-      window.dispatchEvent(new Event('offline'));
+  it('drops a handshake that does not complete in 10 s, and retries', async () => {
+    useFakeClock(0.5);
+    jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    await startServer();
+    // A proxy holding the Upgrade: the TCP connection is accepted, no answer ever comes.
+    const held: net.Socket[] = [];
+    const hold = net.createServer((socket) => held.push(socket));
+    await new Promise<void>((resolve) => hold.listen(0, '127.0.0.1', resolve));
+    const url = `ws://127.0.0.1:${(hold.address() as net.AddressInfo).port}/api/v1/ws`;
+    try {
+      const { result, calls } = setup({ url });
+      await until(() => held.length === 1, 'the held handshake');
+      advance(9_999);
+      expect(result.current.status).toBe('connecting');
+      advance(1);
+      expect(result.current.status).toBe('reconnecting');
+      expect(calls.disconnects).toEqual([{ code: 1006, willReconnect: true }]);
+      advance(750);
+      expect(opened).toHaveBeenCalledTimes(2);
+    } finally {
+      for (const socket of held) socket.destroy();
+      await new Promise<void>((resolve) => hold.close(() => resolve()));
+    }
+  });
+
+  it('leaves a handshake in progress alone on online and on the tab coming into view', async () => {
+    const held: net.Socket[] = [];
+    const hold = net.createServer((socket) => held.push(socket));
+    await new Promise<void>((resolve) => hold.listen(0, '127.0.0.1', resolve));
+    await startServer();
+    try {
+      setup({ url: `ws://127.0.0.1:${(hold.address() as net.AddressInfo).port}/api/v1/ws` });
+      await until(() => held.length === 1, 'the held handshake');
+      act(() => {
+        window.dispatchEvent(new Event('online'));
+        Object.defineProperty(document, 'visibilityState', { value: 'visible', configurable: true });
+        document.dispatchEvent(new Event('visibilitychange'));
+      });
+      expect(opened).toHaveBeenCalledTimes(1);
+      expect(held[0]!.destroyed).toBe(false);
+    } finally {
+      for (const socket of held) socket.destroy();
+      await new Promise<void>((resolve) => hold.close(() => resolve()));
+    }
+  });
+
+  it('treats navigator.onLine as a hint: connects while it says offline, and shows offline while waiting', async () => {
+    useFakeClock(0.5);
+    const onLine = jest.spyOn(window.navigator, 'onLine', 'get').mockReturnValue(false);
+    await startServer((c) => {
+      if (server.connections.length === 1) c.socket.close(1013, 'at the limit');
     });
+    const { result, calls } = setup();
+    await settle(() => calls.disconnects.length === 1, 'the first connection'); // it did try
     expect(result.current.status).toBe('offline');
-    await settle(() => server.connections[0]!.closedWith !== null, 'the socket to close');
-
+    onLine.mockReturnValue(true);
     act(() => {
       window.dispatchEvent(new Event('online'));
     });
-    const second = await server.connection(2);
-    expect(second.url.searchParams.get('since')).toBe(frame.id);
-    await settle(() => result.current.status === 'open', 'the socket to open');
+    expect(opened).toHaveBeenCalledTimes(1); // the server asked to wait 750 ms: online does not cut it short
+    advance(750);
+    await settle(() => result.current.status === 'open', 'the retry to open');
+  });
+
+  it('retries at once on online after a lost link', async () => {
+    useFakeClock(0.5);
+    await startServer((c) => {
+      if (server.connections.length === 1) c.socket.terminate();
+    });
+    const { calls } = setup();
+    await settle(() => calls.disconnects.length === 1, 'the lost link');
+    act(() => {
+      window.dispatchEvent(new Event('online'));
+    });
+    expect(opened).toHaveBeenCalledTimes(2);
   });
 
   it('retries at once when the tab comes back into view, unless the server asked to wait', async () => {
@@ -415,8 +575,44 @@ describe('noticing a dead link', () => {
     await settle(() => calls.disconnects.length === 2, 'the 1013');
     showTab();
     expect(opened).toHaveBeenCalledTimes(2); // the backoff holds
-    advance(500);
+    advance(1_250);
     expect(opened).toHaveBeenCalledTimes(3);
+  });
+});
+
+describe('unauthorized', () => {
+  it('stops as unauthorized on 4401 with no getToken, and reconnect() tries again', async () => {
+    useFakeClock(0.5);
+    await startServer((c) => {
+      if (server.connections.length === 1) c.socket.close(4401, 'token expired');
+    });
+    const { result, calls } = setup();
+    await settle(() => result.current.status === 'unauthorized', 'unauthorized');
+    expect(calls.disconnects).toEqual([{ code: 4401, willReconnect: false }]);
+    advance(120_000);
+    expect(opened).toHaveBeenCalledTimes(1);
+
+    act(() => result.current.reconnect());
+    await settle(() => result.current.status === 'open', 'the new try to open');
+    expect(opened).toHaveBeenCalledTimes(2);
+  });
+
+  it('stops as unauthorized when getToken keeps failing', async () => {
+    useFakeClock(0.5);
+    jest.spyOn(console, 'error').mockImplementation(() => undefined);
+    await startServer();
+    const getToken = jest.fn(async () => {
+      throw new Error('the session is gone');
+    });
+    const { result } = setup({ getToken });
+    await settle(() => getToken.mock.calls.length === 1, 'try #1');
+    advance(750);
+    await settle(() => getToken.mock.calls.length === 2, 'try #2');
+    advance(1_250);
+    await settle(() => result.current.status === 'unauthorized', 'unauthorized');
+    advance(120_000);
+    expect(getToken).toHaveBeenCalledTimes(3);
+    expect(opened).not.toHaveBeenCalled();
   });
 });
 

@@ -31,6 +31,10 @@ class NewEpoch:
 
 
 class Broker(Protocol):
+    async def seen(self, key: str) -> list[str] | None:
+        """The ids a key accepted in the last 10 minutes was answered with, else None."""
+        ...
+
     async def append(self, drafts: Sequence[Draft], key: str | None = None) -> Appended:
         """Give the drafts ids and append them atomically, all or none.
 
@@ -61,12 +65,14 @@ class Broker(Protocol):
     async def aclose(self) -> None: ...
 
 
-def from_url(url: str, history_size: int) -> Broker:
+def from_url(
+    url: str, history_size: int, history_bytes: int = 64 << 20, backlog_bytes: int = 32 << 20
+) -> Broker:
     """The broker for a `WSB_BROKER_URL`; redis is imported only when asked for."""
     if url == "memory://":
         from .memory import MemoryBroker
 
-        return MemoryBroker(history_size)
+        return MemoryBroker(history_size, history_bytes, backlog_bytes)
     from .redis import RedisBroker
 
     return RedisBroker(url, history_size)

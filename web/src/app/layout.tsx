@@ -23,7 +23,7 @@ export default async function RootLayout({ children }: { children: ReactNode }) 
   return (
     <html lang="en">
       <body>
-        <RealtimeProvider url={config.wsUrl} since={head} heartbeatInterval={config.heartbeatMs}>
+        <RealtimeProvider url={config.wsUrl} since={head}>
           <RealtimeNotifications />
           {children}
         </RealtimeProvider>

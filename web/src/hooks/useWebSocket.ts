@@ -1,105 +1,88 @@
 'use client';
 
 /**
- * useWebSocket: one wsbroadcast subscription. Connects, resumes with `since` (kept in
- * sessionStorage across reloads), reconnects by the contract's close-code table with
- * jittered backoff, and notices a dead link by its silence.
+ * useWebSocket: one wsbroadcast subscription for a React component. The connection itself
+ * lives in `lib/connection.ts` (reconnects, resume, dead links, the `/sse` fallback) and, when
+ * the browser can, is shared by all the tabs of the origin (`lib/tabs.ts`).
  */
 
-import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
+import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react';
 
+import { DEFAULT_BASE_DELAY_MS, DEFAULT_MAX_DELAY_MS } from '@/lib/backoff';
 import {
-  backoffDelay,
-  DEFAULT_BASE_DELAY_MS,
-  DEFAULT_MAX_DELAY_MS,
-  restartDelay,
-  staleAfterMs,
-} from '@/lib/backoff';
-import {
-  CloseCode,
-  closeCodePolicy,
-  parseMessage,
-  type ResyncInfo,
-  subprotocols,
-  subscribeUrl,
-  type WsEvent,
-} from '@/lib/protocol';
+  Connection,
+  type ConnectionHandlers,
+  type ConnectionSettings,
+  type ConnectionSink,
+  type ConnectionStatus,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_FALLBACK_AFTER,
+  DEFAULT_HEARTBEAT_INTERVAL_MS,
+  DEFAULT_RETRY_WEBSOCKET_AFTER_MS,
+  type TokenProvider,
+  type Transport,
+} from '@/lib/connection';
+import { isRelativeUrl, resolveSubscribeUrl, sseUrlFor, subscribeUrl } from '@/lib/protocol';
+import { canShareAcrossTabs, type Source, TabGroup } from '@/lib/tabs';
 
-export type ConnectionStatus = 'connecting' | 'open' | 'reconnecting' | 'offline' | 'closed';
+export type { ConnectionStatus, DisconnectInfo, Token, TokenProvider, Transport } from '@/lib/connection';
+export { DEFAULT_HEARTBEAT_INTERVAL_MS } from '@/lib/connection';
 
-export interface DisconnectInfo {
-  code: number;
-  reason: string;
-  /** False when the hook has stopped for good (4400, 4403, attempts used up, `disconnect()`). */
-  willReconnect: boolean;
-}
-
-export type Token = string | null | undefined;
-/** Called before every connection; `refresh` is true after a 4401 (a new token is needed). */
-export type TokenProvider = (context: { refresh: boolean }) => Token | Promise<Token>;
-
-export interface UseWebSocketOptions {
-  /** The subscribe URL, e.g. `ws://localhost:8000/api/v1/ws`. */
+export interface UseWebSocketOptions extends ConnectionHandlers {
+  /**
+   * The subscribe URL: `ws://host/api/v1/ws`, or relative (`/api/v1/ws`), resolved against
+   * the page. A URL that cannot work throws a `SubscribeUrlError` when the hook is rendered.
+   */
   url: string;
-  /** Each event, in order; heartbeats and resyncs never come here. */
-  onMessage?: (event: WsEvent) => void;
-  onConnect?: () => void;
-  onDisconnect?: (info: DisconnectInfo) => void;
-  onError?: (error: Event) => void;
-  /** The server could not resume from the last id (history expired, new epoch): refetch. */
-  onResync?: (info: ResyncInfo) => void;
+  /** False: no connection (status `idle`); true again connects. Default true. */
+  enabled?: boolean;
   /** Reconnect attempts in a row before giving up; unlimited when not given. */
   reconnectAttempts?: number;
-  /** Base of the exponential backoff, in ms (default 500). */
+  /** Base of the exponential backoff, and the shortest wait before any retry, in ms (default 500). */
   reconnectInterval?: number;
   /** Ceiling of the backoff, in ms (default 20 000). */
   maxReconnectInterval?: number;
-  /** The server's heartbeat interval in ms (default 25 000; 0: no dead-link detection). */
+  /**
+   * The heartbeat interval (ms) assumed until the server's first heartbeat states its own
+   * (default 25 000, the service's default); 0 turns dead-link detection off.
+   */
   heartbeatInterval?: number;
+  /** A handshake that has not opened after this long is dropped and retried (ms, default 10 000). */
+  connectTimeout?: number;
   /** Deliver only these event types. */
   types?: readonly string[];
   /** Deliver only events of this post (and those with no `post_id`, such as system notices). */
   postId?: string;
-  /** A subscriber JWT, sent as the `bearer.<jwt>` subprotocol, never in the URL. */
+  /** Sent as the `bearer.<jwt>` subprotocol (over `/sse`, as `token=`); see `TokenProvider`. */
   getToken?: TokenProvider;
   /** Where to start when this tab has no stored position: a server-rendered `/events/head`. */
   since?: string | null;
   /** sessionStorage key for the last id; default derived from the URL and filters; null: none. */
   storageKey?: string | null;
+  /** Share one connection among the tabs of this origin (Web Locks + BroadcastChannel). Default true. */
+  shareAcrossTabs?: boolean;
+  /** `/sse` URL to read when the WebSocket cannot open; default beside `url`; null: no fallback. */
+  sseUrl?: string | null;
+  /** WebSocket attempts in a row failing before `/sse` is tried (default 3). */
+  fallbackAfter?: number;
+  /** On `/sse`, try the WebSocket again after this long (ms, default 5 minutes). */
+  retryWebSocketAfter?: number;
 }
 
 export interface UseWebSocketResult {
   status: ConnectionStatus;
-  /** The id of the last event delivered (or the head of the last resync). */
+  /** `websocket`, or `sse` while falling back. */
+  transport: Transport;
+  /**
+   * Where this subscription would resume: the id of the last event (or a resync's head, or a
+   * heartbeat's `last_id`). Reading it subscribes the component to its changes; a component
+   * that never reads it does not re-render on every event.
+   */
   lastEventId: string | null;
-  /** Close the socket and never reconnect. */
+  /** Close the connection and stay closed (until `reconnect()`). */
   disconnect: () => void;
-}
-
-export const DEFAULT_HEARTBEAT_INTERVAL_MS = 25_000;
-/** A connection open this long has proven itself: the backoff starts again from its base. */
-const STABLE_AFTER_MS = 5_000;
-/** Our own close code when we drop a socket we gave up on (a dead link, going offline). */
-const CLIENT_DROP = 4000;
-
-type Timer = ReturnType<typeof setTimeout>;
-
-interface Settings {
-  url: string;
-  types?: readonly string[];
-  postId?: string;
-  reconnectAttempts: number;
-  reconnectInterval: number;
-  maxReconnectInterval: number;
-  heartbeatInterval: number;
-  storageKey: string | null;
-  since: string | null;
-}
-
-interface Sink {
-  handlers: () => UseWebSocketOptions;
-  setStatus: (status: ConnectionStatus) => void;
-  setLastEventId: (id: string | null) => void;
+  /** Connect again now, from the last id, with a fresh backoff (after `unauthorized` or `closed`). */
+  reconnect: () => void;
 }
 
 function readStored(key: string | null): string | null {
@@ -120,396 +103,193 @@ function writeStored(key: string | null, id: string): void {
   }
 }
 
-function isThenable<T>(value: T | Promise<T>): value is Promise<T> {
-  return typeof (value as { then?: unknown } | null)?.then === 'function';
-}
-
-/** The connection state machine, free of React; the hook owns one per settings key. */
-class Subscription {
-  private ws: WebSocket | null = null;
-  private attempt = 0;
-  private connects = 0;
-  private retryTimer: Timer | null = null;
-  private staleTimer: Timer | null = null;
-  private openedAt = 0;
-  private lastMessageAt = 0;
-  private lastCode = 0;
-  private needFreshToken = false;
-  private stopped = false;
-  private disposing = false;
-  private offline = false;
-  private lastEventId: string | null;
-
-  constructor(
-    readonly key: string,
-    private readonly settings: Settings,
-    private readonly sink: Sink,
-  ) {
-    this.lastEventId = readStored(settings.storageKey) ?? settings.since;
-  }
-
-  start(): void {
-    this.sink.setLastEventId(this.lastEventId);
-    window.addEventListener('online', this.handleOnline);
-    window.addEventListener('offline', this.handleOffline);
-    document.addEventListener('visibilitychange', this.handleVisibility);
-    this.offline = navigator.onLine === false;
-    if (this.offline) this.sink.setStatus('offline');
-    else this.connect();
-  }
-
-  /** Stop for good: close the socket, cancel every timer, never reconnect. */
-  disconnect(): void {
-    if (this.stopped) return;
-    const wasOpen = this.ws !== null;
-    this.shutdown();
-    this.sink.setStatus('closed');
-    if (wasOpen) {
-      this.sink.handlers().onDisconnect?.({
-        code: CloseCode.NORMAL,
-        reason: 'disconnect()',
-        willReconnect: false,
-      });
-    }
-  }
-
-  /**
-   * Unmount: tear down a microtask later, unless the effect comes straight back first, as it
-   * does after React StrictMode's simulated unmount: the hook never opens a second socket.
-   * A promise, not a timer, so that tests with fake timers still see the teardown.
-   */
-  disposeSoon(): void {
-    this.disposing = true;
-    void Promise.resolve().then(() => {
-      if (this.disposing) this.shutdown();
-    });
-  }
-
-  /** Tear down now: the settings changed, the old socket must go before the new one opens. */
-  dispose(): void {
-    if (!this.stopped) this.shutdown();
-  }
-
-  /** Keep going: the effect ran again with the same settings. */
-  revive(): boolean {
-    if (!this.disposing || this.stopped) return false;
-    this.disposing = false;
-    return true;
-  }
-
-  private shutdown(): void {
-    this.stopped = true;
-    this.disposing = false;
-    this.clearTimers();
-    this.dropSocket(CloseCode.NORMAL, 'client closed');
-    window.removeEventListener('online', this.handleOnline);
-    window.removeEventListener('offline', this.handleOffline);
-    document.removeEventListener('visibilitychange', this.handleVisibility);
-  }
-
-  private connect(): void {
-    if (this.stopped) return;
-    this.clearRetry();
-    this.sink.setStatus(this.connects === 0 ? 'connecting' : 'reconnecting');
-    const connectNumber = ++this.connects;
-    const getToken = this.sink.handlers().getToken;
-    if (!getToken) {
-      this.open(null);
-      return;
-    }
-    let token: Token | Promise<Token>;
-    try {
-      token = getToken({ refresh: this.needFreshToken });
-    } catch (error) {
-      this.tokenFailed(error);
-      return;
-    }
-    if (!isThenable(token)) {
-      this.open(token ?? null);
-      return;
-    }
-    token.then(
-      (value) => {
-        // A newer connect, a disconnect or an unmount happened while the token was fetched.
-        if (this.stopped || connectNumber !== this.connects) return;
-        this.open(value ?? null);
-      },
-      (error: unknown) => {
-        if (this.stopped || connectNumber !== this.connects) return;
-        this.tokenFailed(error);
-      },
-    );
-  }
-
-  private open(token: string | null): void {
-    this.needFreshToken = false;
-    const { url, types, postId } = this.settings;
-    let ws: WebSocket;
-    try {
-      const target = subscribeUrl(url, { since: this.lastEventId, types, postId });
-      ws = token ? new WebSocket(target, subprotocols(token)) : new WebSocket(target);
-    } catch (error) {
-      // A malformed URL throws a SyntaxError: retrying it unchanged cannot help.
-      console.error('[useWebSocket] cannot open', url, error);
-      this.sink.handlers().onError?.(new Event('error'));
-      this.shutdown();
-      this.sink.setStatus('closed');
-      return;
-    }
-    this.ws = ws;
-    this.openedAt = 0;
-    ws.onopen = () => {
-      if (this.ws !== ws) return;
-      this.openedAt = Date.now();
-      this.touch();
-      this.sink.setStatus('open');
-      this.sink.handlers().onConnect?.();
-    };
-    ws.onmessage = (message: MessageEvent) => {
-      if (this.ws !== ws) return;
-      this.receive(message.data);
-    };
-    ws.onerror = (event: Event) => {
-      if (this.ws !== ws) return;
-      this.sink.handlers().onError?.(event);
-    };
-    ws.onclose = (event: CloseEvent) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      this.closed(event.code, event.reason);
-    };
-  }
-
-  private receive(raw: unknown): void {
-    this.touch();
-    // Traffic proves the link works: the next drop backs off from the base again.
-    this.attempt = 0;
-    const parsed = parseMessage(raw);
-    if (!parsed.ok) {
-      console.warn(`[useWebSocket] dropped a bad frame: ${parsed.error}`);
-      return;
-    }
-    const { message } = parsed;
-    if (message.kind === 'heartbeat') return;
-    if (message.kind === 'resync') {
-      this.remember(message.resync.head);
-      this.sink.handlers().onResync?.(message.resync);
-      return;
-    }
-    this.remember(message.event.id);
-    this.sink.handlers().onMessage?.(message.event);
-  }
-
-  private remember(id: string): void {
-    this.lastEventId = id;
-    writeStored(this.settings.storageKey, id);
-    this.sink.setLastEventId(id);
-  }
-
-  /** A message arrived (or the socket opened): push the dead-link deadline back. */
-  private touch(): void {
-    this.lastMessageAt = Date.now();
-    if (this.staleTimer !== null) clearTimeout(this.staleTimer);
-    this.staleTimer = null;
-    const { heartbeatInterval } = this.settings;
-    if (heartbeatInterval <= 0) return;
-    this.staleTimer = setTimeout(() => {
-      this.staleTimer = null;
-      console.warn('[useWebSocket] no message or heartbeat in time: reconnecting');
-      this.loseLink('no heartbeat');
-    }, staleAfterMs(heartbeatInterval));
-  }
-
-  /** Give up on the current socket now: a dead link may take minutes to report its close. */
-  private loseLink(reason: string): void {
-    if (this.ws === null) return;
-    this.dropSocket(CLIENT_DROP, reason);
-    this.closed(CloseCode.ABNORMAL, reason);
-  }
-
-  private dropSocket(code: number, reason: string): void {
-    const ws = this.ws;
-    if (ws === null) return;
-    this.ws = null;
-    ws.onopen = null;
-    ws.onmessage = null;
-    ws.onerror = null;
-    ws.onclose = null;
-    try {
-      ws.close(code, reason);
-    } catch {
-      // already closing
-    }
-  }
-
-  private closed(code: number, reason: string): void {
-    if (this.staleTimer !== null) clearTimeout(this.staleTimer);
-    this.staleTimer = null;
-    if (this.stopped) return;
-    this.lastCode = code;
-    if (this.openedAt > 0 && Date.now() - this.openedAt >= STABLE_AFTER_MS) this.attempt = 0;
-    const policy = closeCodePolicy(code);
-    const onDisconnect = this.sink.handlers().onDisconnect;
-    const outOfAttempts = this.attempt >= this.settings.reconnectAttempts;
-    if (policy === 'stop' || outOfAttempts) {
-      this.shutdown();
-      this.sink.setStatus('closed');
-      onDisconnect?.({ code, reason, willReconnect: false });
-      return;
-    }
-    if (policy === 'refresh-token') this.needFreshToken = true;
-    const delay =
-      policy === 'random-delay'
-        ? restartDelay()
-        : backoffDelay(this.attempt, this.settings.reconnectInterval, this.settings.maxReconnectInterval);
-    this.attempt += 1;
-    onDisconnect?.({ code, reason, willReconnect: true });
-    this.scheduleRetry(delay);
-  }
-
-  private tokenFailed(error: unknown): void {
-    console.error('[useWebSocket] getToken failed', error);
-    this.sink.handlers().onError?.(new Event('error'));
-    this.closed(CloseCode.UNAUTHORIZED, 'getToken failed');
-  }
-
-  private scheduleRetry(delay: number): void {
-    this.clearRetry();
-    if (this.offline) {
-      this.sink.setStatus('offline'); // `online` reconnects
-      return;
-    }
-    this.sink.setStatus('reconnecting');
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      this.connect();
-    }, delay);
-  }
-
-  private readonly handleOffline = (): void => {
-    if (this.stopped) return;
-    this.offline = true;
-    this.clearRetry();
-    // The socket cannot survive the network going away; waiting for its close could take minutes.
-    this.loseLink('offline');
-    this.sink.setStatus('offline');
-  };
-
-  private readonly handleOnline = (): void => {
-    this.offline = false;
-    if (this.stopped || this.ws !== null) return;
-    this.connect();
-  };
-
-  private readonly handleVisibility = (): void => {
-    if (this.stopped || document.visibilityState !== 'visible') return;
-    if (this.ws !== null) {
-      // Background tabs throttle timers: check the deadline by the clock.
-      const { heartbeatInterval } = this.settings;
-      const silent = Date.now() - this.lastMessageAt;
-      if (heartbeatInterval > 0 && silent > staleAfterMs(heartbeatInterval)) {
-        this.loseLink('silent while hidden');
-      }
-      return;
-    }
-    // Waiting to retry: a reader is looking, try now, unless the server asked us to back off.
-    const serverAskedToWait =
-      this.lastCode === CloseCode.TRY_AGAIN_LATER || this.lastCode === CloseCode.RATE_LIMITED;
-    if (this.retryTimer !== null && !serverAskedToWait) this.connect();
-  };
-
-  private clearRetry(): void {
-    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
-  }
-
-  private clearTimers(): void {
-    this.clearRetry();
-    if (this.staleTimer !== null) clearTimeout(this.staleTimer);
-    this.staleTimer = null;
-  }
-}
-
 /** The default sessionStorage key: one position per subscribe URL and filters. */
 export function lastEventIdKey(url: string, types?: readonly string[], postId?: string): string {
-  return `wsbroadcast:last-event-id:${subscribeUrl(url, { types, postId })}`;
+  // On the server a relative URL stays relative (there is no page yet); the key is used in the browser only.
+  const target = isRelativeUrl(url)
+    ? `${url}?types=${types?.join(',') ?? ''}&post_id=${postId ?? ''}`
+    : subscribeUrl(url, { types, postId });
+  return `wsbroadcast:last-event-id:${target}`;
 }
 
-export function useWebSocket(options: UseWebSocketOptions): UseWebSocketResult {
+/**
+ * Check the URL where the hook is configured. In the browser a relative URL is resolved
+ * against the page; on the server (no page yet) only its shape can be checked.
+ */
+function checkedUrl(url: string): string {
+  if (typeof window !== 'undefined') return resolveSubscribeUrl(url, window.location.href);
+  return isRelativeUrl(url) ? resolveSubscribeUrl(url, 'http://localhost/') && url : resolveSubscribeUrl(url);
+}
+
+/** One live source per settings key, torn down a microtask after its effect ends unless revived. */
+interface Live {
+  key: string;
+  source: Source;
+  disposing: boolean;
+}
+
+export function useWebSocket(options: UseWebSocketOptions): UseWebSocketResult;
+export function useWebSocket(url: string, options?: Omit<UseWebSocketOptions, 'url'>): UseWebSocketResult;
+export function useWebSocket(
+  first: string | UseWebSocketOptions,
+  rest: Omit<UseWebSocketOptions, 'url'> = {},
+): UseWebSocketResult {
+  // Both seed shapes: `useWebSocket({ url, onMessage })` and `useWebSocket(url, { onMessage })`.
+  const options: UseWebSocketOptions = typeof first === 'string' ? { ...rest, url: first } : first;
   const {
-    url,
     types,
     postId,
     since = null,
+    enabled = true,
+    shareAcrossTabs = true,
     reconnectAttempts = Number.POSITIVE_INFINITY,
     reconnectInterval = DEFAULT_BASE_DELAY_MS,
     maxReconnectInterval = DEFAULT_MAX_DELAY_MS,
     heartbeatInterval = DEFAULT_HEARTBEAT_INTERVAL_MS,
+    connectTimeout = DEFAULT_CONNECT_TIMEOUT_MS,
+    fallbackAfter = DEFAULT_FALLBACK_AFTER,
+    retryWebSocketAfter = DEFAULT_RETRY_WEBSOCKET_AFTER_MS,
   } = options;
-  const storageKey =
-    options.storageKey === undefined ? lastEventIdKey(url, types, postId) : options.storageKey;
+  const url = useMemo(() => checkedUrl(options.url), [options.url]);
+  const sseUrl = useMemo(() => {
+    if (options.sseUrl === null) return null;
+    if (options.sseUrl !== undefined) return options.sseUrl;
+    return isRelativeUrl(url) ? null : sseUrlFor(url); // server render: decided in the browser
+  }, [options.sseUrl, url]);
+  const storageKey = options.storageKey === undefined ? lastEventIdKey(url, types, postId) : options.storageKey;
 
-  const [status, setStatus] = useState<ConnectionStatus>('connecting');
-  const [lastEventId, setLastEventId] = useState<string | null>(null);
+  const [status, setStatus] = useState<ConnectionStatus>(enabled ? 'connecting' : 'idle');
+  const [transport, setTransport] = useState<Transport>('websocket');
+  // The position lives in a ref; only a component that read `lastEventId` re-renders on a change.
+  const positionRef = useRef<string | null>(null);
+  const positionReadRef = useRef(false);
+  const [, setPositionVersion] = useState(0);
 
   // Callbacks live in a ref: a parent passing new inline functions each render does not
-  // reconnect; the socket always calls the latest ones.
-  const handlersRef = useRef(options);
+  // reconnect; the connection always calls the latest ones.
+  const handlersRef = useRef<ConnectionHandlers>(options);
   useLayoutEffect(() => {
     handlersRef.current = options;
   });
 
-  const subscriptionRef = useRef<Subscription | null>(null);
+  const liveRef = useRef<Live | null>(null);
   const typesKey = types ? types.join(',') : '';
   const key = JSON.stringify([
     url,
+    sseUrl,
     typesKey,
     postId ?? '',
     storageKey,
+    shareAcrossTabs,
     reconnectAttempts,
     reconnectInterval,
     maxReconnectInterval,
     heartbeatInterval,
+    connectTimeout,
+    fallbackAfter,
+    retryWebSocketAfter,
   ]);
-
-  // Set by disconnect(): this hook never connects again, whatever its options become.
+  // Set by disconnect(), cleared by reconnect(): no new settings bring the connection back meanwhile.
   const disconnectedRef = useRef(false);
+  const [generation, setGeneration] = useState(0);
 
   useEffect(() => {
-    if (disconnectedRef.current) return undefined;
-    const previous = subscriptionRef.current;
-    if (previous !== null && previous.key === key && previous.revive()) {
-      return () => previous.disposeSoon();
+    const previous = liveRef.current;
+    if (!enabled || disconnectedRef.current) {
+      if (previous !== null) {
+        previous.source.dispose();
+        liveRef.current = null;
+      }
+      return undefined;
     }
-    previous?.dispose();
-    const subscription = new Subscription(
-      key,
-      {
-        url,
-        types: typesKey ? typesKey.split(',') : undefined,
-        postId,
-        since,
-        storageKey,
-        reconnectAttempts,
-        reconnectInterval,
-        maxReconnectInterval,
-        heartbeatInterval,
+    const liveKey = `${key}#${generation}`;
+    if (previous !== null && previous.key === liveKey && previous.disposing) {
+      // React StrictMode's simulated unmount and remount: keep the one socket.
+      previous.disposing = false;
+      return () => disposeSoon(previous, liveRef);
+    }
+    previous?.source.dispose();
+
+    const resolvedUrl = resolveSubscribeUrl(url, window.location.href);
+    const settings: ConnectionSettings = {
+      url: resolvedUrl,
+      sseUrl: sseUrl ?? (options.sseUrl === null ? null : sseUrlFor(resolvedUrl)),
+      types: typesKey ? typesKey.split(',') : undefined,
+      postId,
+      since: readStored(storageKey) ?? since,
+      reconnectAttempts,
+      reconnectInterval,
+      maxReconnectInterval,
+      heartbeatInterval,
+      connectTimeout,
+      fallbackAfter,
+      retryWebSocketAfter,
+    };
+    positionRef.current = settings.since;
+    if (positionReadRef.current) setPositionVersion((n) => n + 1);
+    const sink: ConnectionSink = {
+      handlers: () => handlersRef.current,
+      status: setStatus,
+      transport: setTransport,
+      position: (id) => {
+        positionRef.current = id;
+        writeStored(storageKey, id);
+        if (positionReadRef.current) setPositionVersion((n) => n + 1);
       },
-      { handlers: () => handlersRef.current, setStatus, setLastEventId },
-    );
-    subscriptionRef.current = subscription;
-    subscription.start();
-    return () => subscription.disposeSoon();
+    };
+    const source: Source =
+      shareAcrossTabs && canShareAcrossTabs()
+        ? new TabGroup(`wsbroadcast:${lastEventIdKey(resolvedUrl, settings.types, postId)}`, settings, sink)
+        : new Connection(settings, sink);
+    const live: Live = { key: liveKey, source, disposing: false };
+    liveRef.current = live;
+    source.start();
+    return () => disposeSoon(live, liveRef);
     // `since` only seeds the first connection; the key holds every other setting.
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [key]);
+  }, [key, enabled, generation]);
 
   const disconnect = useCallback(() => {
     disconnectedRef.current = true;
-    subscriptionRef.current?.disconnect();
+    liveRef.current?.source.disconnect();
   }, []);
 
-  return { status, lastEventId, disconnect };
+  const reconnect = useCallback(() => {
+    const live = liveRef.current;
+    if (disconnectedRef.current || live === null) {
+      disconnectedRef.current = false;
+      if (live !== null) live.source.dispose();
+      liveRef.current = null;
+      setGeneration((n) => n + 1);
+    } else {
+      live.source.reconnect();
+    }
+  }, []);
+
+  return {
+    status: enabled ? status : 'idle',
+    transport,
+    get lastEventId() {
+      positionReadRef.current = true;
+      return positionRef.current;
+    },
+    disconnect,
+    reconnect,
+  };
+}
+
+/**
+ * Unmount: tear down a microtask later, unless the effect comes straight back first, as it
+ * does after React StrictMode's simulated unmount: the hook never opens a second socket.
+ * A promise, not a timer, so that tests with fake timers still see the teardown.
+ */
+function disposeSoon(live: Live, ref: { current: Live | null }): void {
+  live.disposing = true;
+  void Promise.resolve().then(() => {
+    if (!live.disposing) return;
+    live.source.dispose();
+    if (ref.current === live) ref.current = null;
+  });
 }
 
 export default useWebSocket;

@@ -3,17 +3,17 @@
  * the current `/events/head` the page is rendered at.
  */
 
-export const DEFAULT_WS_URL = 'ws://localhost:8000/api/v1/ws';
-const DEFAULT_HEARTBEAT_SECONDS = 25;
+import { DEFAULT_WS_URL } from '@/lib/defaults';
+import { isRelativeUrl, resolveSubscribeUrl, SubscribeUrlError } from '@/lib/protocol';
+
+export { DEFAULT_WS_URL };
 const HEAD_TIMEOUT_MS = 2_000;
 
 export interface RealtimeConfig {
-  /** What the browser connects to (`NEXT_PUBLIC_WS_URL`). */
+  /** What the browser connects to (`NEXT_PUBLIC_WS_URL`): absolute, or relative to the page. */
   wsUrl: string;
-  /** Where this server reaches the HTTP API (`WSB_HTTP_URL`, else derived from `wsUrl`). */
-  httpUrl: string;
-  /** The service's heartbeat interval in ms (`NEXT_PUBLIC_WS_HEARTBEAT_SECONDS`). */
-  heartbeatMs: number;
+  /** Where this server reaches the HTTP API (`WSB_HTTP_URL`, else derived from an absolute `wsUrl`); null: unknown. */
+  httpUrl: string | null;
 }
 
 function env(name: string): string | undefined {
@@ -33,16 +33,28 @@ export function httpBaseFromWs(wsUrl: string): string {
   return url.toString().replace(/\/$/, '');
 }
 
+/**
+ * The settings, checked: a `NEXT_PUBLIC_WS_URL` that cannot work (another scheme, no host)
+ * throws here, naming the variable, rather than leaving the page silently disconnected.
+ */
 export function realtimeConfig(): RealtimeConfig {
   const wsUrl = env('NEXT_PUBLIC_WS_URL') ?? DEFAULT_WS_URL;
-  const httpUrl = (env('WSB_HTTP_URL') ?? httpBaseFromWs(wsUrl)).replace(/\/$/, '');
-  const seconds = Number(env('NEXT_PUBLIC_WS_HEARTBEAT_SECONDS') ?? DEFAULT_HEARTBEAT_SECONDS);
-  const heartbeatMs = Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : 25_000;
-  return { wsUrl, httpUrl, heartbeatMs };
+  try {
+    // A relative URL is resolved in the browser; here its shape is checked against any page.
+    resolveSubscribeUrl(wsUrl, isRelativeUrl(wsUrl) ? 'http://localhost/' : undefined);
+  } catch (error) {
+    throw new SubscribeUrlError(`NEXT_PUBLIC_WS_URL: ${(error as Error).message}`);
+  }
+  const http = env('WSB_HTTP_URL') ?? (isRelativeUrl(wsUrl) ? null : httpBaseFromWs(wsUrl));
+  return { wsUrl, httpUrl: http === null ? null : http.replace(/\/$/, '') };
 }
 
 /** The newest position, to subscribe `since`; null when the service cannot be reached. */
-export async function fetchHead(httpUrl: string): Promise<string | null> {
+export async function fetchHead(httpUrl: string | null): Promise<string | null> {
+  if (httpUrl === null) {
+    console.warn('[wsbroadcast] a relative NEXT_PUBLIC_WS_URL needs WSB_HTTP_URL to read /events/head');
+    return null;
+  }
   try {
     const response = await fetch(`${httpUrl}/events/head`, {
       cache: 'no-store',

@@ -1,46 +1,43 @@
 /**
- * The wsbroadcast wire protocol, as CONTRACT.md states it: the event envelope, the control
+ * The wsbroadcast wire protocol, as docs/api.md states it: the event envelope, the control
  * messages, parsing one text frame, and what a client does for each close code.
  */
 
-export type PostAction = 'created' | 'updated' | 'deleted';
-export type NoticeLevel = 'info' | 'warning' | 'error';
+// The event types come from the service's own JSON Schemas (`npm run gen:types` reads
+// GET /schema; `npm run check:types` fails when they are out of date): one source.
+import type {
+  BlogUpdateData,
+  BlogUpdateEvent,
+  CommentUpdateEvent,
+  KnownEvent,
+  SystemNotificationData,
+  SystemNotificationEvent,
+} from './events.generated';
 
-export interface BlogUpdateData {
-  post_id: string;
-  action: PostAction;
-  [extra: string]: unknown;
-}
+export type {
+  BlogUpdateData,
+  BlogUpdateEvent,
+  CommentUpdateData,
+  CommentUpdateEvent,
+  KnownEvent,
+  KnownEventType,
+  SystemNotificationData,
+  SystemNotificationEvent,
+} from './events.generated';
 
-export interface CommentUpdateData {
-  post_id: string;
-  comment_id: string;
-  action: PostAction;
-  [extra: string]: unknown;
-}
+export type PostAction = BlogUpdateData['action'];
+export type NoticeLevel = SystemNotificationData['level'];
 
-export interface SystemNotificationData {
-  message: string;
-  level: NoticeLevel;
-  [extra: string]: unknown;
-}
-
-interface Envelope<T extends string, D> {
+/** Any other type, which a server with strict typing off or WSB_EVENT_TYPES lets through. */
+export interface OtherEvent {
   id: string;
-  type: T;
-  data: D;
+  type: string;
+  data: Record<string, unknown>;
   timestamp: string;
 }
 
-export type BlogUpdateEvent = Envelope<'blog_update', BlogUpdateData>;
-export type CommentUpdateEvent = Envelope<'comment_update', CommentUpdateData>;
-export type SystemNotificationEvent = Envelope<'system_notification', SystemNotificationData>;
-/** Any other type, which a server with strict typing switched off lets through. */
-export type OtherEvent = Envelope<string, Record<string, unknown>>;
-
 /** One published event: `{"id", "type", "data", "timestamp"}`, exactly these fields. */
-export type WsEvent = BlogUpdateEvent | CommentUpdateEvent | SystemNotificationEvent | OtherEvent;
-export type KnownEventType = 'blog_update' | 'comment_update' | 'system_notification';
+export type WsEvent = KnownEvent | OtherEvent;
 
 export interface ResyncInfo {
   reason: string;
@@ -48,11 +45,29 @@ export interface ResyncInfo {
   head: string;
 }
 
+/**
+ * A heartbeat's `data`: how far this subscriber's stream has got (always a valid `since`,
+ * past events a filter dropped) and the server's heartbeat interval in seconds. A server
+ * older than this field sends neither.
+ */
+export interface HeartbeatInfo {
+  lastId: string | null;
+  /** Seconds; null when the server did not say. */
+  interval: number | null;
+}
+
+/** A live reader count of one post (`readers=1`). */
+export interface ReadersInfo {
+  post_id: string;
+  readers: number;
+}
+
 /** A parsed frame: an event, or one of the control messages that carry no `id`. */
 export type ServerMessage =
   | { kind: 'event'; event: WsEvent }
-  | { kind: 'heartbeat' }
-  | { kind: 'resync'; resync: ResyncInfo };
+  | { kind: 'heartbeat'; heartbeat: HeartbeatInfo }
+  | { kind: 'resync'; resync: ResyncInfo }
+  | { kind: 'readers'; readers: ReadersInfo };
 
 export type ParseResult = { ok: true; message: ServerMessage } | { ok: false; error: string };
 
@@ -72,7 +87,21 @@ export function parseMessage(raw: unknown): ParseResult {
   if (!isRecord(value)) return { ok: false, error: 'frame is not a JSON object' };
   const { type, data } = value;
   if (typeof type !== 'string' || type === '') return { ok: false, error: 'type: missing' };
-  if (type === 'heartbeat') return { ok: true, message: { kind: 'heartbeat' } };
+  if (type === 'heartbeat') {
+    const info = isRecord(data) ? data : {};
+    const lastId = typeof info.last_id === 'string' && info.last_id !== '' ? info.last_id : null;
+    const interval =
+      typeof info.interval === 'number' && Number.isFinite(info.interval) && info.interval > 0
+        ? info.interval
+        : null;
+    return { ok: true, message: { kind: 'heartbeat', heartbeat: { lastId, interval } } };
+  }
+  if (type === 'readers') {
+    if (!isRecord(data) || typeof data.post_id !== 'string' || typeof data.readers !== 'number') {
+      return { ok: false, error: 'readers: data.post_id or data.readers missing' };
+    }
+    return { ok: true, message: { kind: 'readers', readers: { post_id: data.post_id, readers: data.readers } } };
+  }
   if (type === 'resync') {
     if (!isRecord(data) || typeof data.head !== 'string' || data.head === '') {
       return { ok: false, error: 'resync: data.head missing' };
@@ -157,5 +186,59 @@ export function subscribeUrl(url: string, params: SubscribeParams): string {
   if (query.length === 0) return url;
   const target = new URL(url);
   for (const [name, value] of query) target.searchParams.set(name, value);
+  return target.toString();
+}
+
+/** A subscribe URL that cannot work: thrown when the hook is configured, never a silent retry. */
+export class SubscribeUrlError extends Error {
+  override readonly name = 'SubscribeUrlError';
+}
+
+const SCHEMES: Record<string, string> = { 'ws:': 'ws:', 'wss:': 'wss:', 'http:': 'ws:', 'https:': 'wss:' };
+
+/**
+ * The absolute `ws:`/`wss:` URL to open. A relative URL (`/api/v1/ws`, what a site behind
+ * one proxy uses) is resolved against `base` (the page), `http:` becoming `ws:` and `https:`
+ * `wss:`; an absolute `ws:`/`wss:` URL comes back exactly as given. Throws
+ * `SubscribeUrlError` for what cannot work (another scheme, a fragment, no host).
+ */
+export function resolveSubscribeUrl(url: string, base?: string): string {
+  const trimmed = url.trim();
+  if (trimmed === '') throw new SubscribeUrlError('the subscribe URL is empty');
+  let target: URL;
+  try {
+    target = base === undefined ? new URL(trimmed) : new URL(trimmed, base);
+  } catch {
+    throw new SubscribeUrlError(
+      base === undefined
+        ? `"${url}" is not an absolute URL (ws://host/api/v1/ws) and there is no page to resolve it against`
+        : `"${url}" is not a URL`,
+    );
+  }
+  const scheme = SCHEMES[target.protocol];
+  if (scheme === undefined) {
+    throw new SubscribeUrlError(`"${url}": the scheme must be ws:, wss:, http: or https:, not ${target.protocol}`);
+  }
+  if (target.hash !== '') throw new SubscribeUrlError(`"${url}": a WebSocket URL cannot have a #fragment`);
+  if (target.host === '') throw new SubscribeUrlError(`"${url}" has no host`);
+  if (/^wss?:\/\//i.test(trimmed)) return trimmed;
+  target.protocol = scheme;
+  return target.toString();
+}
+
+/** Whether `url` is relative (resolved against the page in the browser). */
+export function isRelativeUrl(url: string): boolean {
+  return !/^[a-z][a-z0-9+.-]*:/i.test(url.trim());
+}
+
+/**
+ * The `/sse` URL beside a `/ws` URL: `ws://host/api/v1/ws` -> `http://host/api/v1/sse`
+ * (`wss:` -> `https:`). Null when the path does not end in `/ws` (no guess is made).
+ */
+export function sseUrlFor(wsUrl: string): string | null {
+  const target = new URL(wsUrl);
+  if (!/\/ws\/?$/.test(target.pathname)) return null;
+  target.protocol = target.protocol === 'wss:' ? 'https:' : 'http:';
+  target.pathname = target.pathname.replace(/\/ws\/?$/, '/sse');
   return target.toString();
 }

@@ -83,5 +83,5 @@ let nextId = 1;
 
 /** An event frame as wsbroadcast sends it. */
 export function eventFrame(type = 'blog_update', data: object = { post_id: 'p1', action: 'created' }) {
-  return { id: `0-${nextId++}`, type, data, timestamp: '2024-01-01T00:00:00Z' };
+  return { id: `0-${nextId++}`, type, data, timestamp: new Date().toISOString() };
 }

@@ -1,6 +1,6 @@
 'use client';
 
-/** The last events of this visit, newest first, with a marker where the stream was resynced. */
+/** The last events of this visit, newest first (at most 50), with a marker where the stream was resynced. */
 
 import { useState } from 'react';
 
@@ -18,6 +18,8 @@ interface FeedItem {
   description?: string;
   tone: Tone;
   at: string;
+  /** ISO 8601, for `<time dateTime>`. */
+  iso: string;
 }
 
 function clock(timestamp: string): string {
@@ -30,6 +32,7 @@ export default function LiveFeed() {
   const [items, setItems] = useState<FeedItem[]>([]);
 
   useRealtimeEvents((signal) => {
+    const now = new Date().toISOString();
     const item: FeedItem =
       signal.kind === 'event'
         ? {
@@ -39,6 +42,7 @@ export default function LiveFeed() {
             type: signal.event.type,
             ...describeEvent(signal.event),
             at: clock(signal.event.timestamp),
+            iso: signal.event.timestamp,
           }
         : {
             key: `resync:${signal.resync.head}:${Date.now()}`,
@@ -46,7 +50,8 @@ export default function LiveFeed() {
             title: 'Back in sync',
             description: 'Some updates could not be replayed, so the page was refreshed.',
             tone: 'warning',
-            at: clock(new Date().toISOString()),
+            at: clock(now),
+            iso: now,
           };
     setItems((current) => [item, ...current].slice(0, FEED_SIZE));
   });
@@ -73,7 +78,11 @@ export default function LiveFeed() {
             <p className="feed__title">{item.title}</p>
             {item.description ? <p className="feed__description">{item.description}</p> : null}
           </div>
-          {item.at ? <time className="feed__time">{item.at}</time> : null}
+          {item.at ? (
+            <time className="feed__time" dateTime={item.iso}>
+              {item.at}
+            </time>
+          ) : null}
         </li>
       ))}
     </ol>

@@ -1,8 +1,9 @@
 'use client';
 
 /**
- * One wsbroadcast connection per tab: the provider owns the only useWebSocket, and the
- * toasts, the feed and the status badge all read from it.
+ * One wsbroadcast connection for the page (shared with the browser's other tabs where it
+ * can be): the provider owns the only useWebSocket, and the toasts, the feed and the status
+ * badge all read from it.
  */
 
 import { useRouter } from 'next/navigation';
@@ -16,33 +17,44 @@ import {
   useRef,
 } from 'react';
 
-import { type ConnectionStatus, useWebSocket } from '@/hooks/useWebSocket';
+import { type ConnectionStatus, type Transport, useWebSocket } from '@/hooks/useWebSocket';
 import type { ResyncInfo, WsEvent } from '@/lib/protocol';
 
 /** What a listener hears: each event, and each resync (the page refetched; a gap was possible). */
 export type RealtimeSignal = { kind: 'event'; event: WsEvent } | { kind: 'resync'; resync: ResyncInfo };
 export type RealtimeListener = (signal: RealtimeSignal) => void;
 
-interface RealtimeContextValue {
+export interface RealtimeContextValue {
   status: ConnectionStatus;
-  lastEventId: string | null;
+  transport: Transport;
   subscribe: (listener: RealtimeListener) => () => void;
   disconnect: () => void;
+  reconnect: () => void;
 }
 
 const RealtimeContext = createContext<RealtimeContextValue | null>(null);
+/** Apart from the rest, so that only the components that show the position re-render per event. */
+const LastEventIdContext = createContext<string | null>(null);
+
+/** A resync refreshes the page after a random delay up to this: a new epoch must not refresh every reader at once. */
+export const REFRESH_SPREAD_MS = 3_000;
 
 export interface RealtimeProviderProps {
   url: string;
   /** The `/events/head` the page was rendered at. */
   since?: string | null;
+  /** Only events of this post (and notices); see `useWebSocket`. */
+  postId?: string;
+  types?: readonly string[];
+  /** The heartbeat interval assumed until the server states its own (ms). */
   heartbeatInterval?: number;
   children: ReactNode;
 }
 
-export function RealtimeProvider({ url, since, heartbeatInterval, children }: RealtimeProviderProps) {
+export function RealtimeProvider({ url, since, postId, types, heartbeatInterval, children }: RealtimeProviderProps) {
   const router = useRouter();
   const listeners = useRef(new Set<RealtimeListener>());
+  const refreshTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
 
   const broadcast = (signal: RealtimeSignal): void => {
     for (const listener of listeners.current) {
@@ -55,17 +67,33 @@ export function RealtimeProvider({ url, since, heartbeatInterval, children }: Re
     }
   };
 
-  const { status, lastEventId, disconnect } = useWebSocket({
+  const connection = useWebSocket({
     url,
     since,
+    postId,
+    types,
     heartbeatInterval,
     onMessage: (event) => broadcast({ kind: 'event', event }),
     onResync: (resync) => {
       broadcast({ kind: 'resync', resync });
-      // Events were missed: render the server components again from fresh data.
-      router.refresh();
+      // Events were missed: render the server components again from fresh data, soon, but
+      // not at the same instant as every other reader.
+      if (refreshTimer.current !== null) return;
+      refreshTimer.current = setTimeout(() => {
+        refreshTimer.current = null;
+        router.refresh();
+      }, Math.random() * REFRESH_SPREAD_MS);
     },
   });
+  const { status, transport, disconnect, reconnect } = connection;
+
+  useEffect(
+    () => () => {
+      if (refreshTimer.current !== null) clearTimeout(refreshTimer.current);
+      refreshTimer.current = null;
+    },
+    [],
+  );
 
   const subscribe = useCallback((listener: RealtimeListener) => {
     listeners.current.add(listener);
@@ -75,19 +103,34 @@ export function RealtimeProvider({ url, since, heartbeatInterval, children }: Re
   }, []);
 
   const value = useMemo(
-    () => ({ status, lastEventId, subscribe, disconnect }),
-    [status, lastEventId, subscribe, disconnect],
+    () => ({ status, transport, subscribe, disconnect, reconnect }),
+    [status, transport, subscribe, disconnect, reconnect],
   );
-  return <RealtimeContext.Provider value={value}>{children}</RealtimeContext.Provider>;
+  return (
+    <RealtimeContext.Provider value={value}>
+      <LastEventIdContext.Provider value={connection.lastEventId}>{children}</LastEventIdContext.Provider>
+    </RealtimeContext.Provider>
+  );
 }
 
+/** The page's connection; throws without a `<RealtimeProvider>` above. */
 export function useRealtime(): RealtimeContextValue {
   const value = useContext(RealtimeContext);
   if (value === null) throw new Error('useRealtime() needs a <RealtimeProvider> above it');
   return value;
 }
 
-/** Call `listener` for every event and resync of the tab's one connection. */
+/** The page's connection, or null when there is no provider above. */
+export function useOptionalRealtime(): RealtimeContextValue | null {
+  return useContext(RealtimeContext);
+}
+
+/** The position the page would resume from; the component re-renders as it moves. */
+export function useRealtimeLastEventId(): string | null {
+  return useContext(LastEventIdContext);
+}
+
+/** Call `listener` for every event and resync of the page's connection. */
 export function useRealtimeEvents(listener: RealtimeListener): void {
   const { subscribe } = useRealtime();
   const latest = useRef(listener);

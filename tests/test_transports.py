@@ -1,0 +1,221 @@
+"""The delivery seam: uvicorn's names checked, the fallback when they go, and the bounds
+the protocol hooks put on what a client can make the server hold."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+import anyio
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import (
+    RawClient,
+    Service,
+    Start,
+    blog,
+    eventually,
+    free_port,
+    receive,
+    spawned,
+    within,
+)
+from wsbroadcast import transports
+from wsbroadcast.transports import ASGITransport, UvicornWebSocket
+
+pytestmark = pytest.mark.anyio
+
+
+def test_the_installed_uvicorn_has_every_name_the_transport_relies_on() -> None:
+    missing = transports.check_uvicorn()
+    assert not missing, f"uvicorn lacks {', '.join(missing)}: see wsbroadcast/transports.py"
+
+
+def only_transport(svc: Service) -> object:
+    (subscription,) = svc.app.state.hub._subscribers
+    return subscription.transport
+
+
+async def test_a_websocket_subscriber_is_written_to_straight_through_its_socket(
+    service: Service,
+) -> None:
+    async with service.subscribe() as ws:
+        await eventually(lambda: _has_subscriber(service))
+        assert isinstance(only_transport(service), UvicornWebSocket)
+        ids = await service.publish(blog())
+        assert (await receive(ws))["id"] == ids[0]
+
+
+async def _has_subscriber(svc: Service) -> bool:
+    return bool(svc.app.state.hub._subscribers)
+
+
+async def test_without_uvicorns_names_the_service_warns_and_serves_through_asgi_send(
+    start: Start, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(transports, "WEBSOCKET_NAMES", (*transports.WEBSOCKET_NAMES, "gone"))
+    with caplog.at_level(logging.WARNING, logger="wsbroadcast"):
+        async with start() as svc, svc.subscribe() as ws:
+            await eventually(lambda: _has_subscriber(svc))
+            assert isinstance(only_transport(svc), ASGITransport)
+            ids = await svc.publish([blog("p1"), blog("p2")])
+            assert [(await receive(ws))["id"] for _ in ids] == ids
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w for w in warnings if "WebSocketsSansIOProtocol.gone" in w], warnings
+
+
+# -- what a client can make the server hold ------------------------------------------------
+
+
+def rss(pid: int) -> int:
+    """Resident memory of a process, in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def ping_frame(payload: bytes) -> bytes:
+    """A client's (masked) ping frame."""
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x89, 0x80 | len(payload)]) + mask + masked
+
+
+@pytest.mark.parametrize("heartbeat", ["25", "0"], ids=["heartbeats-on", "heartbeats-off"])
+async def test_a_client_that_pings_and_never_reads_is_cut_and_costs_little(
+    heartbeat: str,
+) -> None:
+    port = free_port()
+    env = {"WSB_PORT": str(port), "WSB_HEARTBEAT_SECONDS": heartbeat}
+    with spawned(env=env) as server:
+        server.wait_ready()
+        before = rss(server.popen.pid)
+        client = await RawClient.connect(port, rcvbuf=4096)
+        frame = ping_frame(b"x" * 125)
+        loop = asyncio.get_running_loop()
+        cut = False
+        with within(15):  # the contract's 5 s stall, and the time to fill the buffers
+            while not cut:
+                try:
+                    await loop.sock_sendall(client.sock, frame * 64)
+                except (ConnectionResetError, BrokenPipeError):
+                    cut = True
+        grown = rss(server.popen.pid) - before
+        client.sock.close()
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+    assert grown < 20 * 1024 * 1024, f"the server grew {grown / 2**20:.1f} MiB"
+
+
+def half_open(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # never ends
+    sock.setblocking(False)
+    return sock
+
+
+async def dropped(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        while await loop.sock_recv(sock, 4096):
+            pass
+    except ConnectionResetError:
+        pass
+
+
+async def test_connections_that_never_finish_their_headers_are_dropped(start: Start) -> None:
+    async with start(header_timeout=1.0) as svc:
+        socks = [half_open(svc.port) for _ in range(300)]
+        try:
+            # Meanwhile the service answers as usual.
+            assert (await svc.http.get("/healthz")).status_code == 200
+            await svc.publish(blog())
+            with within(10):
+                async with anyio.create_task_group() as tasks:
+                    for sock in socks:
+                        tasks.start_soon(dropped, sock)
+        finally:
+            for sock in socks:
+                sock.close()
+        assert (await svc.http.get("/healthz")).status_code == 200
+
+
+async def test_headers_sent_a_byte_at_a_time_get_the_same_deadline(start: Start) -> None:
+    async with start(header_timeout=1.0) as svc:
+        loop = asyncio.get_running_loop()
+        sock = socket.create_connection(("127.0.0.1", svc.port))
+        sock.setblocking(False)
+        request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Slow: " + b"a" * 1000
+        sent = 0
+        try:
+            with within(10):
+                while sent < len(request):
+                    try:
+                        await loop.sock_sendall(sock, request[sent : sent + 1])
+                    except (ConnectionResetError, BrokenPipeError):
+                        break
+                    sent += 1
+                    with anyio.move_on_after(0.05):  # a slow client's pace, not a wait
+                        if not await loop.sock_recv(sock, 1):
+                            break
+        finally:
+            sock.close()
+        assert sent < len(request)  # cut before it could finish: about 20 bytes a second
+
+
+# -- heartbeats name how far the stream has got ---------------------------------------------
+
+
+async def test_a_filtered_subscriber_on_a_quiet_post_resumes_from_the_heartbeats_last_id(
+    start: Start,
+) -> None:
+    async with start(heartbeat_seconds=0.3, history_size=5) as svc:
+        async with svc.subscribe(post_id="quiet") as ws:
+            ids = await svc.publish([blog(f"busy{i}") for i in range(20)])
+            with within(5):
+                while True:
+                    message = orjson.loads(await ws.recv())
+                    assert message["type"] == "heartbeat", message
+                    if message["data"]["last_id"] == ids[-1]:
+                        break
+            assert message["data"]["interval"] == 0.3
+        # 20 unrelated events pushed the id it started at out of history: no resync.
+        async with svc.subscribe(post_id="quiet", since=ids[-1]) as ws:
+            later = await svc.publish(blog("quiet"))
+            assert (await receive(ws))["id"] == later[0]
+
+
+async def test_an_sse_heartbeat_of_a_filtered_stream_carries_its_position_as_id(
+    start: Start,
+) -> None:
+    async with start(heartbeat_seconds=0.3) as svc:
+        params = {"post_id": "quiet"}
+        async with svc.http.stream("GET", "/sse", params=params) as response:
+            lines = response.aiter_lines()
+            ids = await svc.publish([blog("busy1"), blog("busy2")])
+            seen: list[str] = []
+            with within(5):
+                async for line in lines:
+                    seen.append(line)
+                    if line == f"id: {ids[-1]}":
+                        break
+            heartbeat = await anext(lines)
+        assert heartbeat.startswith(": heartbeat"), seen
+        assert not [line for line in seen if line.startswith("data:")]
+
+
+async def test_an_unfiltered_sse_heartbeat_has_no_id_line(start: Start) -> None:
+    async with start(heartbeat_seconds=0.2) as svc:
+        async with svc.http.stream("GET", "/sse") as response:
+            lines = response.aiter_lines()
+            with within(5):
+                async for line in lines:
+                    if line.startswith(": heartbeat"):
+                        break
+                    assert not line.startswith("id:"), line

@@ -1,0 +1,432 @@
+"""How an event's bytes reach a subscriber's socket: one Transport per connection kind.
+
+- `UvicornWebSocket`: the fan-out writes each event's frame, built once for all (a frame
+  from server to client is never masked, RFC 6455 5.1), straight onto the connection's
+  socket. The only code that knows uvicorn's protocol classes is in this module: the
+  protocol subclasses that `cli` hands uvicorn put the connection in the ASGI scope's
+  `extensions`, and `check_uvicorn` names every attribute relied on.
+- `ASGITransport`: the plain ASGI `send`, for any other server, a connection that
+  negotiated compression, and Server-Sent Events.
+
+The hub never awaits a transport: `write_now` writes or declines at once; only a
+subscriber's own writer awaits `write`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import operator
+import resource
+import time
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, Literal, Protocol, cast
+
+import anyio
+from starlette.types import Scope
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from .events import Event
+
+logger = logging.getLogger("wsbroadcast")
+
+Kind = Literal["ws", "sse"]
+Message = dict[str, Any]
+Send = Callable[[Message], Coroutine[Any, Any, None]]
+CONNECTION = "wsbroadcast.connection"  # scope["extensions"] key set by the protocols below
+CLOSE_SECONDS = 2.0  # a last frame that cannot get out in this long: abort the connection
+STALL_SECONDS = 5.0  # unsent bytes this old, or past MAX_UNSENT: abort (contract: 5 s)
+MAX_UNSENT = 1 << 20  # bytes a connection may have waiting, control frames included
+HEADER_SECONDS = 10.0  # a request's headers must arrive whole within this
+
+
+class Transport(Protocol):
+    """Where one subscriber's messages go (centrifuge's `Transport`, in Python)."""
+
+    kind: Kind
+
+    def write_now(self, event: Event) -> bool:
+        """Write the event now if the socket takes it without waiting; never blocks."""
+        ...
+
+    @property
+    def backed_up(self) -> bool:
+        """Bytes of an earlier write still wait: a stall began with that write."""
+        ...
+
+    async def write(self, event: Event) -> None:
+        """Write once the socket can take it; OSError when the connection is gone."""
+        ...
+
+    async def close(self, code: int, *, stalled: bool = False) -> None:
+        """Send the last message within CLOSE_SECONDS, else abort; abort at once if stalled."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the connection now, unsent bytes and all."""
+        ...
+
+
+async def _goodbye(transport: Transport, last: Coroutine[Any, Any, None], stalled: bool) -> None:
+    # A peer that stopped reading never takes the last frame, and after a stalled write
+    # it would only queue behind the stall: cut it.
+    if stalled:
+        last.close()
+    else:
+        with anyio.move_on_after(CLOSE_SECONDS) as late:
+            with contextlib.suppress(OSError):
+                await last
+        if not late.cancelled_caught:
+            return
+    transport.abort()
+
+
+class UvicornWebSocket:
+    """Whole frames straight onto a uvicorn WebSocket connection's socket."""
+
+    __slots__ = ("_protocol", "_socket")
+    kind: Kind = "ws"
+
+    def __init__(self, protocol: WebSocketProtocol) -> None:
+        self._protocol = protocol
+        self._socket: asyncio.WriteTransport = protocol.transport
+
+    def write_now(self, event: Event) -> bool:
+        # The fan-out calls this once per subscriber and event: C calls only.
+        socket = self._socket
+        if socket.get_write_buffer_size() or socket.is_closing() or self._protocol.close_sent:
+            return False
+        socket.write(event.ws_frame)
+        return True
+
+    @property
+    def backed_up(self) -> bool:
+        # With no write buffer allowed (see WebSocketProtocol), the socket is paused
+        # exactly while the kernel has not taken a frame whole.
+        return self._socket.get_write_buffer_size() > 0
+
+    async def write(self, event: Event) -> None:
+        protocol = self._protocol
+        while not protocol.writable.is_set():
+            await protocol.writable.wait()  # set again on connection_lost, too
+        if protocol.close_sent or protocol.disconnected or self._socket.is_closing():
+            raise ConnectionResetError("the connection is closing")
+        self._socket.write(event.ws_frame)
+
+    async def close(self, code: int, *, stalled: bool = False) -> None:
+        last = self._protocol.send({"type": "websocket.close", "code": code})
+        await _goodbye(self, last, stalled)
+
+    def abort(self) -> None:
+        self._socket.abort()
+
+
+class _Begun:
+    """A send the fan-out started that suspended: the subscriber's writer finishes it."""
+
+    __slots__ = ("coro", "event", "waiting")
+
+    def __init__(self, event: Event, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+        self.event = event
+        self.coro = coro
+        self.waiting = waiting  # the future the send is blocked on
+
+    def __await__(self) -> Generator[Any, None, None]:
+        # Hand the future to the awaiting task; once it is done, carry the send on there.
+        yield self.waiting
+        yield from self.coro.__await__()
+
+
+class ASGITransport:
+    """Through an ASGI `send`: a send that completes without suspending (the peer reads)
+    is stepped once by the fan-out; one that suspends is finished by the writer."""
+
+    __slots__ = ("_abort", "_begun", "_end", "_pick", "_send", "kind")
+
+    def __init__(
+        self,
+        kind: Kind,
+        send: Send,
+        pick: Callable[[Event], Message],
+        end: Message,
+        abort: Callable[[], None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self._send = send
+        self._pick = pick
+        self._end = end
+        self._abort = abort
+        self._begun: _Begun | None = None
+
+    def write_now(self, event: Event) -> bool:
+        if self._begun is not None:
+            return False
+        coro = self._send(self._pick(event))
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return True
+        except BaseException:
+            coro.close()
+            raise
+        self._begun = _Begun(event, coro, waiting)
+        return False
+
+    @property
+    def backed_up(self) -> bool:
+        return False
+
+    async def write(self, event: Event) -> None:
+        begun, self._begun = self._begun, None
+        if begun is not None:
+            if begun.event is event:
+                await begun
+                return
+            begun.coro.close()  # never happens: the writer takes events in order
+        await self._send(self._pick(event))
+
+    async def close(self, code: int, *, stalled: bool = False) -> None:
+        if self._begun is not None:
+            self._begun.coro.close()
+            self._begun = None
+        message = self._end if self.kind == "sse" else {**self._end, "code": code}
+        await _goodbye(self, self._send(message), stalled)
+
+    def abort(self) -> None:
+        if self._abort is not None:
+            self._abort()
+
+
+_message: Callable[[Event], Message] = operator.attrgetter("message")
+_sse: Callable[[Event], Message] = operator.attrgetter("sse")
+
+
+def for_websocket(scope: Scope, send: Send) -> Transport:
+    """The transport for an accepted WebSocket: straight to the socket when it can be."""
+    protocol = scope.get("extensions", {}).get(CONNECTION)
+    if not isinstance(protocol, WebSocketProtocol):
+        return ASGITransport("ws", send, _message, {"type": "websocket.close"})
+    if protocol.conn.extensions:  # compressed: each frame is the subscriber's own
+        end = {"type": "websocket.close"}
+        send = cast(Send, protocol.send)
+        return ASGITransport("ws", send, _message, end, protocol.transport.abort)
+    return UvicornWebSocket(protocol)
+
+
+def for_sse(scope: Scope, send: Send) -> Transport:
+    """The transport for a `text/event-stream` response whose headers went out."""
+    end = {"type": "http.response.body", "body": b"", "more_body": False}
+    connection = scope.get("extensions", {}).get(CONNECTION)
+    if isinstance(connection, _HTTPConnection):
+        return ASGITransport("sse", connection.send, _sse, end, connection.abort)
+    return ASGITransport("sse", send, _sse, end)
+
+
+# --- uvicorn: the protocol classes `cli` hands the server -------------------------------
+
+# What this module relies on, checked on the installed uvicorn by `check_uvicorn`.
+WEBSOCKET_NAMES = (
+    "transport",
+    "writable",
+    "close_sent",
+    "disconnected",
+    "conn",
+    "send",
+    "handle_connect",
+    "handle_ping",
+    "connection_made",
+    "connection_lost",
+    "pause_writing",
+    "resume_writing",
+)
+HTTP_NAMES = (
+    "transport",
+    "scope",
+    "cycle",
+    "connection_made",
+    "connection_lost",
+    "on_message_begin",
+    "on_headers_complete",
+    "handle_websocket_upgrade",
+)
+_last_warned = 0.0
+
+
+class _Guard:
+    """Aborts a socket whose unsent bytes wait past STALL_SECONDS or pass MAX_UNSENT.
+
+    uvicorn writes a pong for every ping whatever its buffer holds, and closes a timed-out
+    connection by waiting for the buffer to flush: a client that pings and never reads
+    would grow the server's memory without bound.
+    """
+
+    __slots__ = ("loop", "socket", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, socket: asyncio.Transport) -> None:
+        self.loop = loop
+        self.socket = socket
+        self.timer: asyncio.TimerHandle | None = None
+
+    def paused(self) -> None:
+        if self.timer is None:
+            self.timer = self.loop.call_later(STALL_SECONDS, self.socket.abort)
+
+    def resumed(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def check(self) -> None:
+        if self.socket.get_write_buffer_size() > MAX_UNSENT:
+            self.socket.abort()
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, with its connection in the scope and a bound
+    on what it may have unsent."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # The kernel's socket buffer is the only write buffer: a frame it cannot take whole
+        # pauses the socket at once, so a stall is timed from that frame, not 64 KiB later.
+        self.transport.set_write_buffer_limits(high=0)
+        self.guard = _Guard(self.loop, self.transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.resumed()
+        super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.guard.paused()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.guard.resumed()
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        # A refused handshake has no scope. The ASGI task is created, not yet run. Where
+        # a uvicorn names these otherwise, the endpoint falls back to the ASGI send.
+        response = getattr(self, "response", None)
+        scope = getattr(self, "scope", None)
+        if getattr(response, "status_code", None) == 101 and isinstance(scope, dict):
+            scope.setdefault("extensions", {})[CONNECTION] = self
+
+    def handle_ping(self) -> None:
+        super().handle_ping()
+        self.guard.check()
+
+
+class _HTTPConnection:
+    """What an SSE response needs of its uvicorn connection: the raw send, and abort."""
+
+    __slots__ = ("abort", "send")
+
+    def __init__(self, send: Send, abort: Callable[[], None]) -> None:
+        self.send = send
+        self.abort = abort
+
+
+class HTTPProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with a deadline on each request's headers (uvicorn has
+    none: a client could hold connections open forever) and its connection in the scope."""
+
+    header_seconds = HEADER_SECONDS
+    header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+        _warn_near_fd_limit(len(self.connections))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()  # each request on a kept-alive connection has the same deadline
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # not an upgrade
+            connection = _HTTPConnection(cast(Send, cycle.send), self.transport.abort)
+            scope = cast(dict[str, Any], self.scope)
+            scope.setdefault("extensions", {})[CONNECTION] = connection
+
+    def handle_websocket_upgrade(self) -> None:
+        self._disarm()
+        super().handle_websocket_upgrade()
+
+    def _arm(self) -> None:
+        if self.header_timer is None:
+            self.header_timer = self.loop.call_later(self.header_seconds, self.transport.abort)
+
+    def _disarm(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+
+def http_protocol(header_seconds: float) -> type[HTTPProtocol]:
+    """HTTPProtocol with another header deadline (WSB_HEADER_TIMEOUT)."""
+    return type("HTTPProtocol", (HTTPProtocol,), {"header_seconds": header_seconds})
+
+
+FD_HEADROOM = 64  # descriptors beside connections: listeners, Redis, logs, the loop
+
+
+def _warn_near_fd_limit(connections: int) -> None:
+    """Once a minute at most: accepting fails silently when descriptors run out."""
+    global _last_warned
+    if connections + FD_HEADROOM < FD_LIMIT:
+        return
+    now = time.monotonic()
+    if now - _last_warned >= 60.0:
+        _last_warned = now
+        logger.warning(
+            "%d connections open, near the file descriptor limit of %d: new connections "
+            "will fail; raise the limit (ulimit -n) or lower WSB_MAX_CONNECTIONS",
+            connections,
+            FD_LIMIT,
+        )
+
+
+def fd_limit() -> int:
+    """This process's soft limit on open files."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 30
+
+
+FD_LIMIT = fd_limit()
+
+
+def check_uvicorn() -> list[str]:
+    """The names this module relies on that the installed uvicorn lacks (none: all well)."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    config = uvicorn.Config(app=_noop, log_config=None, http="httptools", ws="websockets-sansio")
+    config.load()
+    loop = asyncio.new_event_loop()
+    try:
+        state = ServerState()
+        missing = []
+        ws = WebSocketsSansIOProtocol(config, state, {}, _loop=loop)
+        missing += [f"WebSocketsSansIOProtocol.{n}" for n in WEBSOCKET_NAMES if not hasattr(ws, n)]
+        if not hasattr(getattr(ws, "conn", None), "extensions"):
+            missing.append("WebSocketsSansIOProtocol.conn.extensions")
+        http = HttpToolsProtocol(config, state, {}, _loop=loop)
+        missing += [f"HttpToolsProtocol.{n}" for n in HTTP_NAMES if not hasattr(http, n)]
+        return missing
+    finally:
+        loop.close()
+
+
+async def _noop(scope: Scope, receive: Any, send: Any) -> None:
+    pass  # pragma: no cover - only loaded, never called
