@@ -32,7 +32,7 @@ class Admission:
 
 
 def client_address(conn: HTTPConnection) -> str:
-    # uvicorn's proxy headers setting has already put a trusted X-Forwarded-For here.
+    # proxy.ForwardedFor has already put a trusted proxy's X-Forwarded-For client here.
     return conn.client.host if conn.client else "unknown"
 
 

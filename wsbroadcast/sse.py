@@ -47,7 +47,7 @@ async def subscribe(request: Request) -> Response | EventStream:
     try:
         admission = admit(request, "sse")
     except Refused as refusal:
-        request.app.state.metrics.disconnects.labels(str(refusal.code)).inc()
+        request.app.state.metrics.disconnected(refusal.code)
         logger.warning(
             "sse subscriber %s refused: %d %s",
             client_address(request),
