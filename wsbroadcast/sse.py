@@ -94,8 +94,7 @@ class EventStream:
                 await transport.close(CloseCode.NORMAL)
         finally:
             slot.release()
-            label = str(code if code is not None else CloseCode.NORMAL)
-            self.hub.metrics.disconnects.labels(label).inc()
+            self.hub.metrics.disconnected(code if code is not None else CloseCode.NORMAL)
 
 
 async def _until_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
