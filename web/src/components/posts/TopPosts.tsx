@@ -36,7 +36,9 @@ export default function TopPosts({
   maxIntervalMs = MAX_POLL_INTERVAL_MS,
 }: TopPostsProps) {
   const [data, setData] = useState<TopReaders | null>(initial);
-  const [failing, setFailing] = useState(false);
+  /** Failed polls in a row (0: the list is fresh). */
+  const [failures, setFailures] = useState(0);
+  const failing = failures > 0;
   const hasInitial = initial !== null;
 
   useEffect(() => {
@@ -45,11 +47,11 @@ export default function TopPosts({
       load: (signal) => fetchTopReaders(target, { signal }),
       onData: (value) => {
         setData(value);
-        setFailing(false);
+        setFailures(0);
       },
-      onError: (error, failures) => {
-        if (failures === 1) console.warn('[TopPosts] GET /readers failed; backing off', error);
-        setFailing(true);
+      onError: (error, count) => {
+        if (count === 1) console.warn('[TopPosts] GET /readers failed; backing off', error);
+        setFailures(count);
       },
       intervalMs,
       maxIntervalMs,
@@ -60,7 +62,12 @@ export default function TopPosts({
   }, [url, top, intervalMs, maxIntervalMs, hasInitial]);
 
   return (
-    <section className="card sidebar" aria-labelledby="top-posts-heading" data-state={failing ? 'stale' : 'fresh'}>
+    <section
+      className="card sidebar"
+      aria-labelledby="top-posts-heading"
+      data-state={failing ? 'stale' : 'fresh'}
+      data-failures={failures}
+    >
       <h2 id="top-posts-heading" className="card__title">
         Reading now
       </h2>
