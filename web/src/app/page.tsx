@@ -1,4 +1,5 @@
 import Link from 'next/link';
+import { connection } from 'next/server';
 
 import TopPosts from '@/components/posts/TopPosts';
 import ConnectionBadge from '@/components/realtime/ConnectionBadge';
@@ -24,6 +25,7 @@ async function initialTopPosts(httpUrl: string | null): Promise<TopReaders | nul
 }
 
 export default async function HomePage() {
+  await connection(); // rendered per request: the counts are of now, never of the build
   const config = realtimeConfig();
   const top = await initialTopPosts(config.httpUrl);
   return (
