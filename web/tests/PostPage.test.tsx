@@ -109,7 +109,7 @@ describe('the subscription', () => {
 });
 
 describe('ReadersCount', () => {
-  it('shows each count at once and announces the first one', async () => {
+  it('shows each count at once, announces the first one, and marks it stale while the link is down', async () => {
     renderPost();
     expect(shown()).toBe('Counting readers…');
     expect(announced()).toBe('');
@@ -120,6 +120,15 @@ describe('ReadersCount', () => {
     expect(liveRegion()).toHaveAttribute('aria-live', 'polite');
     // The visible count is not read twice: the region speaks for it.
     expect(document.querySelector('.readers__count')).toHaveAttribute('aria-hidden', 'true');
+    expect(document.querySelector('.readers')).not.toHaveAttribute('data-stale');
+
+    // The link drops: the last count stays, marked as stale until the service counts again.
+    connection.socket.close(1011, 'server error');
+    await settle(() => document.querySelector('.readers[data-stale="true"]') !== null, 'the stale mark');
+    expect(shown()).toBe('3 reading now');
+    (await server.connection(2)).send(readersFrame(2));
+    await settle(() => shown() === '2 reading now', 'the new count');
+    expect(document.querySelector('.readers')).not.toHaveAttribute('data-stale');
   });
 
   it('announces at most once per interval, only a change, and the newest value in the end', async () => {

@@ -9,7 +9,7 @@
 
 import { useEffect, useRef, useState } from 'react';
 
-import { useRealtimeReaders } from '@/components/realtime/RealtimeProvider';
+import { useRealtime, useRealtimeReaders } from '@/components/realtime/RealtimeProvider';
 import { ANNOUNCE_INTERVAL_MS, AnnounceThrottle } from '@/lib/announce';
 
 export function readersText(readers: number): string {
@@ -23,6 +23,8 @@ export interface ReadersCountProps {
 
 export default function ReadersCount({ announceInterval = ANNOUNCE_INTERVAL_MS }: ReadersCountProps) {
   const info = useRealtimeReaders();
+  // Off the line, the last count is all there is: drawn faded, as of when the link was up.
+  const stale = useRealtime().status !== 'open' && info !== null;
   const [announced, setAnnounced] = useState('');
   const throttle = useRef<AnnounceThrottle | null>(null);
 
@@ -41,7 +43,7 @@ export default function ReadersCount({ announceInterval = ANNOUNCE_INTERVAL_MS }
   }, [text]);
 
   return (
-    <p className="readers" data-readers={info?.readers}>
+    <p className={stale ? 'readers readers--stale' : 'readers'} data-readers={info?.readers} data-stale={stale || undefined}>
       <span className="readers__dot" aria-hidden="true" />
       {/* Seen at once; heard through the paced region below, so it is hidden from screen readers. */}
       <span className="readers__count" aria-hidden="true">
