@@ -122,7 +122,10 @@ it('counts three tabs on a post as 3 readers, and 2 within 2 s of one closing', 
       data: { post_id: POST, comment_id: 'c3', action: 'created', author: 'Linus', body: 'Live, as it happens.' },
     });
     for (const tab of tabs) await tab.locator('[data-comment-id="c3"]').waitFor({ timeout: STEP_MS });
-    expect(await tabs[0]!.locator('[data-comment-id]').evaluateAll((items) => items.map((li) => li.getAttribute('data-comment-id')))).toEqual(['c1', 'c2', 'c3']);
+    const comments = await tabs[0]!
+      .locator('[data-comment-id]')
+      .evaluateAll((items) => items.map((li) => li.getAttribute('data-comment-id')));
+    expect(comments).toEqual(['c1', 'c2', 'c3']);
     await tabs[0]!.screenshot({ path: path.join(ARTIFACTS, 'post.png'), animations: 'disabled' });
 
     // The home page's sidebar lists the post (2 readers), and its link opens the post page.

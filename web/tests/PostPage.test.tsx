@@ -194,15 +194,16 @@ describe('PostComments', () => {
       body: 'First!',
     });
     connection.send(first);
-    connection.send(eventFrame('comment_update', { post_id: 'p2', comment_id: 'x', action: 'created', author: 'Other' }));
-    connection.send(eventFrame('comment_update', { post_id: 'p1', comment_id: 'c2', action: 'created', author: 'Bo', body: 'Hi' }));
+    const comment = (data: object) => eventFrame('comment_update', data);
+    connection.send(comment({ post_id: 'p2', comment_id: 'x', action: 'created', author: 'Other' }));
+    connection.send(comment({ post_id: 'p1', comment_id: 'c2', action: 'created', author: 'Bo', body: 'Hi' }));
     await settle(() => comments().length === 2, 'two comments');
     expect(comments()).toEqual(['AdaFirst!', 'BoHi']);
 
     connection.send(first); // the same event again (a rewind after a reconnect): no change
-    connection.send(eventFrame('comment_update', { post_id: 'p1', comment_id: 'c1', action: 'updated', body: 'First, edited' }));
+    connection.send(comment({ post_id: 'p1', comment_id: 'c1', action: 'updated', body: 'First, edited' }));
     await settle(() => comments()[0] === 'Ada (edited)First, edited', 'the edit');
-    connection.send(eventFrame('comment_update', { post_id: 'p1', comment_id: 'c2', action: 'deleted' }));
+    connection.send(comment({ post_id: 'p1', comment_id: 'c2', action: 'deleted' }));
     await settle(() => comments().length === 1, 'the removal');
     expect(comments()).toEqual(['Ada (edited)First, edited']);
   });
@@ -220,9 +221,8 @@ describe('PostActivity', () => {
     const notice = eventFrame('system_notification', { message: 'Maintenance at 22:00', level: 'warning' });
     connection.send(notice);
     await settle(() => screen.queryByText('Maintenance at 22:00') !== null, 'the notice');
-    const ids = [...document.querySelectorAll('[aria-label="Recent activity on this post"] [data-event-id]')].map((li) =>
-      li.getAttribute('data-event-id'),
-    );
+    const items = document.querySelectorAll('[aria-label="Recent activity on this post"] [data-event-id]');
+    const ids = [...items].map((li) => li.getAttribute('data-event-id'));
     expect(ids).toEqual([notice.id, ...frames.slice(3).map((frame) => frame.id).reverse()]);
   });
 });

@@ -78,7 +78,10 @@ function setVisibility(state: 'visible' | 'hidden'): void {
 }
 
 function top(...posts: [string, number][]): TopReaders {
-  return { total: posts.reduce((sum, [, n]) => sum + n, 0), posts: posts.map(([post_id, readers]) => ({ post_id, readers })) };
+  return {
+    total: posts.reduce((sum, [, n]) => sum + n, 0),
+    posts: posts.map(([post_id, readers]) => ({ post_id, readers })),
+  };
 }
 
 function rows(): string[] {

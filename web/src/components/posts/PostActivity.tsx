@@ -47,7 +47,13 @@ export default function PostActivity({ size = ACTIVITY_SIZE }: { size?: number }
   return (
     <ol className="feed" aria-label="Recent activity on this post">
       {items.map((item) => (
-        <li key={item.id} className={`feed__item feed__item--${item.tone}`} data-kind="event" data-event-id={item.id} data-type={item.type}>
+        <li
+          key={item.id}
+          className={`feed__item feed__item--${item.tone}`}
+          data-kind="event"
+          data-event-id={item.id}
+          data-type={item.type}
+        >
           <span className="feed__marker" aria-hidden="true" />
           <div className="feed__body">
             <p className="feed__title">{item.title}</p>

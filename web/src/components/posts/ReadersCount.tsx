@@ -43,7 +43,11 @@ export default function ReadersCount({ announceInterval = ANNOUNCE_INTERVAL_MS }
   }, [text]);
 
   return (
-    <p className={stale ? 'readers readers--stale' : 'readers'} data-readers={info?.readers} data-stale={stale || undefined}>
+    <p
+      className={stale ? 'readers readers--stale' : 'readers'}
+      data-readers={info?.readers}
+      data-stale={stale || undefined}
+    >
       <span className="readers__dot" aria-hidden="true" />
       {/* Seen at once; heard through the paced region below, so it is hidden from screen readers. */}
       <span className="readers__count" aria-hidden="true">
