@@ -99,6 +99,20 @@ describe('the subscription', () => {
     expect(Object.fromEntries(second.url.searchParams)).toEqual({ post_id: 'p1', readers: '1', since: frame.id });
   });
 
+  it('refuses a rewind the service would refuse (1 to 100), where it is configured', () => {
+    jest.spyOn(console, 'error').mockImplementation(() => undefined); // React reports the throw
+    for (const rewind of [0, 101, 2.5]) {
+      expect(() =>
+        render(
+          <RealtimeProvider url={server.url} postId="p1" rewind={rewind}>
+            <PostActivity />
+          </RealtimeProvider>,
+        ),
+      ).toThrow(`rewind must be an integer from 1 to 100, not ${rewind}`);
+    }
+    expect(server.connections).toHaveLength(0);
+  });
+
   it('keeps no position in sessionStorage: each page load rewinds', async () => {
     renderPost();
     const connection = await connected();

@@ -22,7 +22,7 @@ import {
   type TokenProvider,
   type Transport,
 } from '@/lib/connection';
-import { isRelativeUrl, resolveSubscribeUrl, sseUrlFor, subscribeUrl } from '@/lib/protocol';
+import { isRelativeUrl, MAX_REWIND, resolveSubscribeUrl, sseUrlFor, subscribeUrl } from '@/lib/protocol';
 import { canShareAcrossTabs, type Source, TabGroup } from '@/lib/tabs';
 
 export type { ConnectionStatus, DisconnectInfo, Token, TokenProvider, Transport } from '@/lib/connection';
@@ -175,6 +175,10 @@ export function useWebSocket(
     retryWebSocketAfter = DEFAULT_RETRY_WEBSOCKET_AFTER_MS,
   } = options;
   const url = useMemo(() => checkedUrl(options.url), [options.url]);
+  if (rewind !== undefined && !(Number.isInteger(rewind) && rewind >= 1 && rewind <= MAX_REWIND)) {
+    // The service would close with 4400 and the hook stop: say so where it is configured.
+    throw new RangeError(`useWebSocket: rewind must be an integer from 1 to ${MAX_REWIND}, not ${rewind}`);
+  }
   const sseUrl = useMemo(() => {
     if (options.sseUrl === null) return null;
     if (options.sseUrl !== undefined) return options.sseUrl;
