@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -51,6 +53,11 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
+        # A leak of tasks shows here before it shows in memory (tests/chaos: the soak).
+        self.tasks = Gauge(
+            "wsb_asyncio_tasks", "asyncio tasks alive in the server's loop.", registry=self.registry
+        )
+        self.tasks.set_function(_task_count)
         for transport in ("ws", "sse"):
             self.connections.labels(transport)
         for outcome in ("replayed", "resync"):
@@ -58,3 +65,10 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _task_count() -> float:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # rendered outside the event loop
+        return 0
