@@ -427,8 +427,8 @@ class Publisher:
                 self.refusals.append(
                     Refusal(name, response.status_code, retry_after, response.text)
                 )
-                if response.status_code != 503:
-                    return
+                if response.status_code < 500:
+                    return  # a 4xx is final; a 5xx is retried, as wsbroadcast.client does
                 if retry_after and retry_after.isdigit():
                     delay = max(delay, min(float(retry_after), 2.0))
             await anyio.sleep(random.uniform(delay / 2, delay))  # the client's backoff
