@@ -80,7 +80,7 @@ class Nginx:
 
     async def start(self) -> None:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.popen = subprocess.Popen(
+        self.popen = subprocess.Popen(  # noqa: ASYNC220 - returns at once
             [binary, "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf"),
              "-e", str(self.prefix / "error.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
