@@ -365,6 +365,7 @@ class Publisher:
         self.refusals: list[Refusal] = []
         self.errors: list[str] = []
         self.statuses: list[int] = []
+        self.ack_seconds: list[float] = []  # from an event's first try to its 202
         self.posted = 0
         self._turn = 0
 
@@ -410,7 +411,8 @@ class Publisher:
     async def _publish(self, http: httpx.AsyncClient, number: int) -> None:
         body = orjson.dumps(event(number, self.size))
         headers = {"content-type": "application/json", "idempotency-key": f"chaos-{number}"}
-        deadline = time.monotonic() + self.retry_for * FACTOR
+        began = time.monotonic()
+        deadline = began + self.retry_for * FACTOR
         delay = 0.05
         while time.monotonic() < deadline:
             name, url = self._next_url()
@@ -422,6 +424,7 @@ class Publisher:
                 self.statuses.append(response.status_code)
                 if response.status_code == 202:
                     self.acked[number] = response.json()["ids"]
+                    self.ack_seconds.append(time.monotonic() - began)
                     return
                 retry_after = response.headers.get("retry-after")
                 self.refusals.append(
