@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,8 +37,8 @@ def instance() -> Iterator[MakeInstance]:
     """`instance("a", url, "--flag", "value", WSB_X="y")`: made now, started by the test."""
     made: list[Instance] = []
 
-    def make(name: str, broker_url: str, *flags: str, **env: str) -> Instance:
-        made.append(Instance(name, broker_url, *flags, **env))
+    def make(name: str, broker_url: str, *flags: str, **options: Any) -> Instance:
+        made.append(Instance(name, broker_url, *flags, **options))
         return made[-1]
 
     yield make

@@ -53,8 +53,11 @@ def epoch_of(event_id: str) -> str:
 class Instance:
     """One `python -m wsbroadcast` on a fixed port, so that it can come back on the same one."""
 
-    def __init__(self, name: str, broker_url: str, *flags: str, **env: str) -> None:
+    def __init__(
+        self, name: str, broker_url: str, *flags: str, fd_limit: int | None = None, **env: str
+    ) -> None:
         self.name = name
+        self.fd_limit = fd_limit  # `ulimit -n` for the process, from its start
         self.port = free_port()
         self.broker_url = broker_url
         self.flags = flags
@@ -82,6 +85,8 @@ class Instance:
             sys.executable, "-m", "wsbroadcast", "--port", str(self.port),
             "--broker-url", self.broker_url, *self.flags,
         ]  # fmt: skip
+        if self.fd_limit is not None:  # the shell sets the limit, then becomes the service
+            args = ["sh", "-c", f'ulimit -n {self.fd_limit} && exec "$@"', "sh", *args]
         self.process = Process(args, self.env)
         await anyio.to_thread.run_sync(self.process.wait_ready, 20)
         self.up = True

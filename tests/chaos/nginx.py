@@ -1,5 +1,6 @@
 """Debian's nginx, started by a test with its own prefix and the configuration docs/deploy.md
-gives (TLS swapped for a loopback port), never the system's. `make chaos` installs nginx."""
+gives (TLS swapped for a loopback port), never a system service. `make install-nginx` unpacks
+Debian's package into .venv (no service installed or started)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import httpx
 from tests.chaos.harness import Instance
 from tests.conftest import FACTOR, free_port, within
 
-DEPLOY = Path(__file__).parents[2] / "docs" / "deploy.md"
+ROOT = Path(__file__).parents[2]
+DEPLOY = ROOT / "docs" / "deploy.md"
+UNPACKED = ROOT / ".venv" / "nginx" / "usr" / "sbin" / "nginx"  # `make install-nginx`
 
 
 def documented_config() -> str:
@@ -79,7 +82,7 @@ class Nginx:
         return f"ws://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        binary = str(UNPACKED) if UNPACKED.exists() else shutil.which("nginx") or "nginx"
         self.popen = subprocess.Popen(  # noqa: ASYNC220 - returns at once
             [binary, "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf"),
              "-e", str(self.prefix / "error.log")],
