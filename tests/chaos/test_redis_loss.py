@@ -10,10 +10,13 @@ import time
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
+import websockets
 
 from tests.chaos.conftest import MakeInstance
 from tests.chaos.harness import (
+    FACTOR,
     Background,
     Health,
     Instance,
@@ -141,3 +144,26 @@ async def test_redis_back_empty_gives_each_subscriber_one_resync_then_every_new_
     assert [len(s.resyncs) for s in subscribers] == [1] * len(subscribers), "one resync each"
     assert_refusals_are_503_with_retry_after(publisher)
     assert not health.failures, health.failures
+
+
+async def test_a_resume_during_the_outage_gets_1013_on_websocket_and_a_retry_hint_on_sse(
+    redis_server: RedisServer, instance: MakeInstance
+) -> None:
+    """What docs/redis.md tells a client resuming while Redis is away."""
+    server = instance("one", redis_server.url)
+    await server.start()
+    await ready(server)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10 * FACTOR) as http:
+        body = {"type": "blog_update", "data": {"post_id": "p1", "action": "created"}}
+        (since,) = (await http.post("/events", json=body)).json()["ids"]
+        redis_server.kill()
+        async with websockets.connect(
+            f"{server.ws_url}/ws?since={since}", open_timeout=10 * FACTOR
+        ) as ws:
+            with pytest.raises(websockets.ConnectionClosed):
+                await ws.recv()
+        assert ws.close_code == 1013
+        response = await http.get("/sse", headers={"Last-Event-ID": since})
+    assert response.status_code == 200
+    assert response.text.startswith("retry: "), response.text
+    assert "data:" not in response.text  # then the stream ends: EventSource retries
