@@ -410,7 +410,11 @@ class Publisher:
         self.statuses: list[int] = []
         self.ack_seconds: list[float] = []  # from an event's first try to its 202
         self.posted = 0
+        self.behind = 0.0  # the most seconds the publisher fell behind its rate
         self._turn = 0
+        # POSTs in flight at most: past it the rate falls behind (and `behind` says so)
+        # rather than piling up requests; httpcore's pool is slow with thousands waiting.
+        self._in_flight = anyio.Semaphore(32)
 
     @property
     def acked_ids(self) -> set[str]:
@@ -436,6 +440,8 @@ class Publisher:
                         await stop.wait()
                     if stop.is_set():
                         break
+                await self._in_flight.acquire()
+                self.behind = max(self.behind, time.monotonic() - due)
                 tasks.start_soon(self._publish, http, number)
                 number += 1
             self.posted = number
@@ -452,6 +458,12 @@ class Publisher:
         return instance.name, instance.url
 
     async def _publish(self, http: httpx.AsyncClient, number: int) -> None:
+        try:
+            await self._try(http, number)
+        finally:
+            self._in_flight.release()
+
+    async def _try(self, http: httpx.AsyncClient, number: int) -> None:
         body = orjson.dumps(event(number, self.size))
         headers = {"content-type": "application/json", "idempotency-key": f"chaos-{number}"}
         began = time.monotonic()

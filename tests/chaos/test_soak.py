@@ -43,7 +43,8 @@ RATE = 20  # events/s
 SAMPLE_EVERY = min(5.0, SECONDS / 60)  # 20 minutes: every 5 s
 FLAT = 1.10  # "flat": the end within 10% of the start, after the warm-up
 
-pytestmark = [pytest.mark.anyio, pytest.mark.soak, pytest.mark.timeout(SECONDS + 180)]
+# The marker wins over --timeout: the whole run, plus starting and checking at a busy time.
+pytestmark = [pytest.mark.anyio, pytest.mark.soak, pytest.mark.timeout(SECONDS * 1.5 + 300)]
 
 
 async def churn(subscribers: list[Subscriber], stop: anyio.Event) -> None:
@@ -84,6 +85,13 @@ async def test_a_long_run_with_churn_stays_flat_logs_no_error_and_delivers_every
         while (elapsed := time.monotonic() - began) < SECONDS:
             tasks_now = await metric(server, "wsb_asyncio_tasks", http)
             samples.append((elapsed, server.rss_bytes(), server.open_fds(), tasks_now))
+            if SECONDS >= 300 and len(samples) % 12 == 0:  # a long run shows how it goes
+                t, r, f, k = samples[-1]
+                print(
+                    f"[chaos] soak at {t:.0f} s: rss {r / 2**20:.1f} MB, {f} fds, {k:.0f} tasks, "
+                    f"{len(publisher.acked)} acked, publisher behind {publisher.behind:.1f} s",
+                    flush=True,
+                )
             await anyio.sleep(SAMPLE_EVERY)  # the sampling interval
         await load.finish()
         acked = publisher.acked_ids
