@@ -38,12 +38,12 @@ from tests.chaos.harness import (
 pytestmark = pytest.mark.anyio
 
 HEALTHY = scaled(20, 50)
-NON_READERS = scaled(20, 50)
+NON_READERS = scaled(10, 50)
 BIG_SENDERS = 5
 PING_FLOODS = 5
 RATE = scaled(50, 50)  # events/s
 SIZE = 1024  # bytes of padding per event
-PHASE = scaled(6, 60)  # seconds of load without, then with, the hostile clients
+PHASE = scaled(4, 60)  # seconds of load without, then with, the hostile clients
 MEMORY_BOUND = 64 * 1024 * 1024  # RSS growth allowed while they do it
 PING = b"\x89\x84\x00\x00\x00\x00ping"  # a masked ping frame (mask 0): a client's
 

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.anyio
 
 SUBSCRIBERS = scaled(100, 500)
 RATE = scaled(25, 50)  # events/s
-BEFORE, AFTER = scaled(2, 10), scaled(4, 20)  # seconds of load before and after the kill
+BEFORE, AFTER = scaled(1, 10), scaled(2, 20)  # seconds of load before and after the kill
 
 
 async def test_subscribers_of_a_killed_instance_resume_on_the_other_losing_and_repeating_nothing(

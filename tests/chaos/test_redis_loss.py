@@ -40,8 +40,8 @@ pytestmark = pytest.mark.anyio
 
 SUBSCRIBERS = scaled(60, 200)
 RATE = scaled(25, 50)  # events/s
-OUTAGE = scaled(3, 5)  # seconds Redis is away
-BEFORE, AFTER = scaled(2, 5), scaled(3, 10)  # seconds of load around the outage
+OUTAGE = scaled(2, 5)  # seconds Redis is away
+BEFORE, AFTER = scaled(1, 5), scaled(2, 10)  # seconds of load around the outage
 
 
 async def outage(
