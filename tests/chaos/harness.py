@@ -181,6 +181,7 @@ class Subscriber:
     closes: list[int | None] = dataclasses.field(default_factory=list)
     failures: list[str] = dataclasses.field(default_factory=list)  # connects that failed
     latencies: list[float] = dataclasses.field(default_factory=list)
+    numbers: dict[str, int] = dataclasses.field(default_factory=dict)  # id -> publisher's number
     connects: int = 0
     last_id: str | None = None
     connected: anyio.Event = dataclasses.field(default_factory=anyio.Event)
@@ -207,6 +208,8 @@ class Subscriber:
         self.ids.append(event_id)
         self.seen.add(event_id)
         self.last_id = event_id
+        if isinstance(message["data"].get("n"), int):
+            self.numbers[event_id] = message["data"]["n"]
         sent = message["data"].get("sent")
         if isinstance(sent, float):
             self.latencies.append(time.time() - sent)
@@ -408,6 +411,7 @@ class Publisher:
         self.refusals: list[Refusal] = []
         self.errors: list[str] = []
         self.statuses: list[int] = []
+        self.unanswered: set[int] = set()  # events a try of which got a 5xx or no answer
         self.ack_seconds: list[float] = []  # from an event's first try to its 202
         self.posted = 0
         self.behind = 0.0  # the most seconds the publisher fell behind its rate
@@ -475,6 +479,7 @@ class Publisher:
                 response = await http.post(f"{url}/events", content=body, headers=headers)
             except httpx.HTTPError as exc:
                 self.errors.append(f"{name}: {type(exc).__name__}")
+                self.unanswered.add(number)
             else:
                 self.statuses.append(response.status_code)
                 if response.status_code == 202:
@@ -487,6 +492,7 @@ class Publisher:
                 )
                 if response.status_code < 500:
                     return  # a 4xx is final; a 5xx is retried, as wsbroadcast.client does
+                self.unanswered.add(number)
                 if retry_after and retry_after.isdigit():
                     delay = max(delay, min(float(retry_after), 2.0))
             await anyio.sleep(random.uniform(delay / 2, delay))  # the client's backoff
