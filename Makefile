@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-web install-browser install-postgres fmt lint typecheck test test-py test-lowest test-web e2e run up down bench all
+.PHONY: help install install-web install-browser install-postgres install-nginx fmt lint typecheck test test-py test-lowest test-web e2e chaos soak run up down bench all
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -36,6 +36,17 @@ install-postgres: ## install Debian's PostgreSQL for the outbox tests (apt-get, 
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; fi; }
 
+NGINX := $(VENV)/nginx/usr/sbin/nginx
+$(NGINX):
+	@# Debian's package unpacked into .venv: no service installed, started or touched.
+	mkdir -p $(VENV)/nginx
+	cd $(VENV)/nginx && { apt-get download nginx 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq; else sudo apt-get update -qq; fi; \
+	  apt-get download nginx; }; }
+	cd $(VENV)/nginx && dpkg-deb -x nginx_*.deb . && rm nginx_*.deb
+
+install-nginx: $(NGINX) ## unpack Debian's nginx into .venv for the proxy scenario (apt-get download)
+
 fmt: install ## format the Python code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -47,11 +58,11 @@ lint: install ## ruff on the Python code
 typecheck: install ## mypy --strict on the package
 	$(BIN)/mypy
 
-test-py: install install-postgres ## the Python tests (real servers, real sockets, real redis-server and PostgreSQL)
+test-py: install install-postgres install-nginx ## the Python tests (real servers, real sockets, real redis-server and PostgreSQL; chaos scenarios bounded)
 	$(BIN)/pytest
 
 LOWEST := .venv-lowest
-test-lowest: install install-postgres ## the Python tests again, on the lowest versions pyproject.toml allows
+test-lowest: install install-postgres install-nginx ## the Python tests again, on the lowest versions pyproject.toml allows
 	rm -rf $(LOWEST)
 	$(BIN)/uv venv -q -p $(PYTHON) $(LOWEST)
 	VIRTUAL_ENV=$(LOWEST) $(BIN)/uv pip install -q --resolution lowest-direct -e '.[redis,postgres]'
@@ -67,6 +78,13 @@ e2e: install install-web install-browser ## the browser test: Chromium, next sta
 	cd web && npm run e2e
 
 test: lint typecheck test-py test-lowest test-web e2e ## everything: lint, types, Python (latest and lowest versions), web and browser tests
+
+SOAK_SECONDS ?= 1200
+chaos: install install-nginx ## the fault scenarios at full size (tests/chaos, docs/reliability.md); the soak apart
+	WSB_CHAOS=full $(BIN)/pytest tests/chaos -m "not soak" --timeout=1800 -s
+
+soak: install ## the long run: 20 minutes (SOAK_SECONDS=1200) of churn, flat memory, fds and tasks
+	WSB_CHAOS=full WSB_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest tests/chaos/test_soak.py --timeout=0 -s
 
 run: install ## serve on http://127.0.0.1:8000 with the embedded broker
 	$(BIN)/wsbroadcast

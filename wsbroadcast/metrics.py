@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -84,6 +86,11 @@ class Metrics:
             "Posts with at least one reader (a subscriber with post_id) on this instance.",
             registry=self.registry,
         )
+        # A leak of tasks shows here before it shows in memory (tests/chaos: the soak).
+        self.tasks = Gauge(
+            "wsb_asyncio_tasks", "asyncio tasks alive in the server's loop.", registry=self.registry
+        )
+        self.tasks.set_function(_task_count)
         for transport in ("ws", "sse"):
             self.connections.labels(transport)
         for outcome in ("replayed", "resync"):
@@ -94,3 +101,10 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _task_count() -> float:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # rendered outside the event loop
+        return 0
