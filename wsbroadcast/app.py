@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router, WebSocketRoute
 
-from . import endpoints, openapi, readers_endpoint, sse
+from . import endpoints, openapi, readers_endpoint, sse, transports
 from .brokers import from_url
 from .errors import MethodNotAllowed, NotFound, ServiceError
 from .hub import Hub
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             broker,
             app.state.metrics,
             client_buffer=settings.client_buffer,
-            max_connections=settings.max_connections,
+            max_connections=transports.subscriber_limit(settings.max_connections),
             heartbeat_seconds=settings.heartbeat_seconds,
         )
         app.state.hub = hub

@@ -85,11 +85,12 @@ def check_fd_limit(settings: Settings) -> None:
     needed = settings.max_connections + transports.FD_HEADROOM
     if transports.FD_LIMIT < needed:
         logger.warning(
-            "the open file limit is %d, below WSB_MAX_CONNECTIONS (%d) plus %d: connections "
-            "past it will fail; raise it (ulimit -n %d) or lower WSB_MAX_CONNECTIONS",
+            "the open file limit is %d, below WSB_MAX_CONNECTIONS (%d) plus %d: subscribers "
+            "past %d are refused with 1013 / 503; raise it (ulimit -n %d) for more",
             transports.FD_LIMIT,
             settings.max_connections,
             transports.FD_HEADROOM,
+            transports.subscriber_limit(settings.max_connections),
             needed,
         )
 

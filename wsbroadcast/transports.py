@@ -419,6 +419,13 @@ def fd_limit() -> int:
 FD_LIMIT = fd_limit()
 
 
+def subscriber_limit(max_connections: int) -> int:
+    """WSB_MAX_CONNECTIONS, kept below the file limit: past it accepting fails silently,
+    `/healthz` included, so refuse subscribers (1013, 503) while descriptors remain for
+    handshakes, refusals, health checks and publishing."""
+    return max(1, min(max_connections, FD_LIMIT - FD_HEADROOM))
+
+
 def check_uvicorn() -> list[str]:
     """The names this module relies on that the installed uvicorn lacks (none: all well)."""
     import uvicorn
