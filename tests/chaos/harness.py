@@ -197,13 +197,12 @@ class Subscriber:
         self.home += 1
 
     def _take(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "heartbeat":
-            return
-        if kind == "resync":
+        if message["type"] == "resync":
             self.resyncs.append(message)
             self.last_id = message["data"]["head"]  # a valid `since` from now on
             return
+        if "id" not in message:
+            return  # heartbeat, readers: control messages carry no id
         event_id = message["id"]
         self.ids.append(event_id)
         self.seen.add(event_id)
