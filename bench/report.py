@@ -39,23 +39,31 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
     return round(statistics.median(values), 2) if values else None
 
 
-def variant(name: str, runs: dict[str, list[dict[str, Any]]], keys: list[str]) -> dict[str, Any]:
-    """Medians over rounds for each kind, and service / baseline ratios of them."""
+def variant(
+    name: str,
+    runs: dict[str, list[dict[str, Any]]],
+    keys: list[str],
+    pair: tuple[str, str] = ("service", "baseline"),
+) -> dict[str, Any]:
+    """Medians over rounds for each kind, and the ratios of the pair's (service / baseline
+    unless named: redis / memory for the broker scenario)."""
     med = {kind: {k: median_of(rs, k) for k in keys} for kind, rs in runs.items()}
     ratio: dict[str, float | None] = {}
-    if "service" in med and "baseline" in med:
+    a_kind, b_kind = pair
+    if a_kind in med and b_kind in med:
         for k in keys:
-            a, b = med["service"][k], med["baseline"][k]
+            a, b = med[a_kind][k], med[b_kind][k]
             ratio[k] = round(a / b, 3) if a is not None and b else None
-    return {"variant": name, "median": med, "ratio": ratio, "runs": runs}
+    return {"variant": name, "median": med, "ratio": ratio, "runs": runs, "pair": list(pair)}
 
 
 def table(title: str, variants: list[dict[str, Any]], keys: list[str]) -> str:
-    lines = [f"== {title}", f"{'':34}{'service':>14}{'baseline':>14}{'ratio':>10}"]
+    a_kind, b_kind = variants[0].get("pair", ("service", "baseline")) if variants else ("", "")
+    lines = [f"== {title}", f"{'':34}{a_kind:>14}{b_kind:>14}{'ratio':>10}"]
     for v in variants:
         for k in keys:
-            s = v["median"].get("service", {}).get(k)
-            b = v["median"].get("baseline", {}).get(k)
+            s = v["median"].get(a_kind, {}).get(k)
+            b = v["median"].get(b_kind, {}).get(k)
             r = v["ratio"].get(k)
             lines.append(
                 f"{(v['variant'] + ' ' + k)[:34]:34}{fmt(s):>14}{fmt(b):>14}"
@@ -74,15 +82,27 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
-def emit(name: str, plan: Plan, variants: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
-    line = {"scenario": name, "mode": plan.mode, "variants": variants}
-    compact = {
+def emit(
+    name: str,
+    plan: Plan,
+    variants: list[dict[str, Any]],
+    keys: list[str],
+    figures: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`figures`: a scenario's own results beside the table (the full scenario's ratio of
+    two sizes, the storm's story)."""
+    line: dict[str, Any] = {"scenario": name, "mode": plan.mode, "variants": variants}
+    compact: dict[str, Any] = {
         "scenario": name,
         "mode": plan.mode,
         "variants": [{k: v[k] for k in ("variant", "median", "ratio")} for v in variants],
     }
+    if figures is not None:
+        line["figures"] = compact["figures"] = figures
     print(json.dumps(compact), flush=True)
     print(table(name, variants, keys), flush=True)
+    for k, value in (figures or {}).items():
+        print(f"{k[:34]:34}{fmt(value):>14}", flush=True)
     return line
 
 

@@ -26,6 +26,8 @@ if __package__ in (None, ""):  # run as a script: python bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.baseline import uvicorn_options
+from bench.brokers import run_redis_pair, run_redis_two
+from bench.capacity import run_full
 from bench.measure import SETUP_NOTES, Plan, disturbed, less_disturbed
 from bench.outbox import run_outbox
 from bench.procs import (
@@ -34,12 +36,35 @@ from bench.procs import (
     raise_nofile,
     service_available,
 )
+from bench.publishing import run_publish
 from bench.report import brief, emit, machine, targets, targets_table, variant
 from bench.scenarios import fanout_burst, latency_window, paired, run_connect, run_memory
 from bench.slow import run_slow
+from bench.storm import run_storm
 
 KINDS = ("service", "baseline")
-SCENARIOS = ("fanout", "latency", "slow", "memory", "connect", "outbox")
+SCENARIOS = (
+    "fanout",
+    "latency",
+    "slow",
+    "memory",
+    "connect",
+    "outbox",
+    "full",
+    "storm",
+    "redis",
+    "publish",
+)
+FANOUT_KEYS = [
+    "deliveries_per_s",
+    "deliveries_per_cpu_s",
+    "server_sys_share",
+    "post_p50_ms",
+    "lat_p50_ms",
+    "lat_p99_ms",
+    "server_cpu_util",
+    "load_cpu_util",
+]
 
 
 # ---------------------------------------------------------------- A B A B and the report
@@ -78,16 +103,7 @@ async def one_run(runner: Runner, kind: str, label: str, r: int) -> dict[str, An
 
 
 async def scenario_fanout(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
-    keys = [
-        "deliveries_per_s",
-        "deliveries_per_cpu_s",
-        "server_sys_share",
-        "post_p50_ms",
-        "lat_p50_ms",
-        "lat_p99_ms",
-        "server_cpu_util",
-        "load_cpu_util",
-    ]
+    keys = FANOUT_KEYS
     variants = []
     for n, events in plan.fanout:
         burst = functools.partial(fanout_burst, plan=plan, events=events)
@@ -158,6 +174,79 @@ async def scenario_outbox(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
     return emit("outbox", plan, variants, keys)
 
 
+def _ratio(a: Any, b: Any) -> float | None:
+    return round(a / b, 3) if isinstance(a, int | float) and b else None
+
+
+async def scenario_full(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
+    """19,000 idle subscribers in one process, then events to all; the service only."""
+    keys = [*FANOUT_KEYS, "complete_subscribers", "kb_per_connection", "rss_after_mb"]
+    variants, figures = [], {}
+    if "service" in kinds:
+        runs = await run_full(plan)
+        variants = [variant(name, {"service": rs}, keys) for name, rs in runs.items()]
+        ref, full = (v["median"]["service"] for v in variants)
+        figures = {
+            "full_vs_ref_deliveries_per_s": _ratio(
+                full["deliveries_per_s"], ref["deliveries_per_s"]
+            ),
+            "full_vs_ref_deliveries_per_cpu_s": _ratio(
+                full["deliveries_per_cpu_s"], ref["deliveries_per_cpu_s"]
+            ),
+        }
+    return emit("full", plan, variants, keys, figures)
+
+
+async def scenario_storm(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
+    """A reconnect storm with `since`; the service only (the seed has no resume)."""
+    keys = [
+        "all_resumed_s",
+        "resumed_s_p50",
+        "connected_s_max",
+        "missed",
+        "duplicated",
+        "exact",
+        "quiet_lat_p99_ms",
+        "storm_lat_p99_ms",
+        "p99_vs_quiet",
+        "server_cpu_util",
+        "load_cpu_util",
+    ]
+    variants = []
+    if "service" in kinds:
+        runs = await alternate(("service",), 1, lambda k: run_storm(plan), "storm", retry=False)
+        variants = [variant(f"N={plan.storm_n}", runs, keys)]
+    return emit("storm", plan, variants, keys)
+
+
+async def scenario_redis(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
+    """Fan-out on a real Redis against the embedded broker, then two instances on one Redis."""
+    keys = [*FANOUT_KEYS, "redis_cpu_s"]
+    variants = []
+    if "service" in kinds:
+        pair = await run_redis_pair(plan)
+        variants.append(variant(f"N={plan.redis_n}", pair, keys, pair=("redis", "memory")))
+        two = await run_redis_two(plan)
+        variants.append(variant("two instances", {"redis": two}, keys, pair=("redis", "memory")))
+    return emit("redis", plan, variants, keys)
+
+
+async def scenario_publish(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
+    """POSTs/s and events/s with subscribers attached; the service only."""
+    keys = [
+        "events_per_s",
+        "requests_per_s",
+        "every_event_delivered",
+        "server_cpu_util",
+        "load_cpu_util",
+    ]
+    variants = []
+    if "service" in kinds:
+        result = await run_publish(plan)
+        variants = [variant(name, {"service": [r]}, keys) for name, r in result.items()]
+    return emit("publish", plan, variants, keys)
+
+
 SCENARIO_RUNNERS = {
     "fanout": scenario_fanout,
     "latency": scenario_latency,
@@ -165,6 +254,10 @@ SCENARIO_RUNNERS = {
     "memory": scenario_memory,
     "connect": scenario_connect,
     "outbox": scenario_outbox,
+    "full": scenario_full,
+    "storm": scenario_storm,
+    "redis": scenario_redis,
+    "publish": scenario_publish,
 }
 
 
