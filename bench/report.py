@@ -220,7 +220,86 @@ def targets(results: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
         p99 = v["median"].get("service", {}).get("lag_p99_ms")
         add("outbox at rest: commit to delivery p99 ms", p99, "", None, "< 100",
             None if p99 is None else p99 < 100)  # fmt: skip
+    targets_round_two(results, plan, add)
     return out
+
+
+def _service(v: dict[str, Any] | None, key: str, kind: str = "service") -> Any:
+    return v["median"].get(kind, {}).get(key) if v else None
+
+
+def targets_round_two(results: dict[str, Any], plan: Plan, add: Any) -> None:
+    """Issue 19's targets: the full process, the storm, Redis, publishing."""
+    full = find(results, "full", f"N={plan.full_n}")
+    if full and full["runs"].get("service"):
+        runs = full["runs"]["service"]
+        every = [r.get("every_subscriber_every_event") for r in runs]
+        first = runs[0]
+        add(
+            f"full: {plan.full_n} connected, every subscriber gets every event",
+            f"{first.get('connected')} connected; {first.get('complete_subscribers')} complete",
+            "all",
+            bool(every) and all(every),
+        )
+        kb = _service(full, "kb_per_connection")
+        add("full: KB per idle connection", kb, "", None, "<= 20", None if kb is None else kb <= 20)
+        r = results["full"].get("figures", {}).get("full_vs_ref_deliveries_per_s")
+        add(
+            f"full: deliveries/s at {plan.full_n} vs {plan.full_ref_n} (same run)",
+            r,
+            ">= 0.8x",
+            None if r is None else r >= 0.8,
+        )
+    storm = find(results, "storm", f"N={plan.storm_n}")
+    if storm and storm["runs"].get("service"):
+        run = storm["runs"]["service"][0]
+        if "error" in run:
+            add("storm", run["error"], "runs", False)
+        else:
+            t = run.get("all_resumed_s")
+            add(
+                f"storm: all {plan.storm_n} resumed (s)",
+                t if t is not None else f"{run.get('resumed')} resumed",
+                "< 10 s",
+                t is not None and t < 10,
+            )
+            clean = run["missed"] == 0 and run["duplicated"] == 0 and run["exact"] == plan.storm_n
+            add(
+                "storm: nothing missed or duplicated",
+                f"{run['exact']}/{plan.storm_n} exact; missed {run['missed']}, "
+                f"duplicated {run['duplicated']}",
+                "none",
+                clean,
+            )
+            ratio = run.get("p99_vs_quiet")
+            add(
+                "storm: connected ones' p99 vs a quiet run",
+                f"{run.get('storm_lat_p99_ms')} / {run.get('quiet_lat_p99_ms')} ms",
+                "<= 2x",
+                None if ratio is None else ratio <= 2,
+            )
+    pair = find(results, "redis", f"N={plan.redis_n}")
+    if pair:
+        r = pair["ratio"].get("deliveries_per_s")
+        add(
+            f"redis: fan-out N={plan.redis_n} deliveries/s vs embedded",
+            r,
+            ">= 0.9x",
+            None if r is None else r >= 0.9,
+        )
+    two = find(results, "redis", "two instances")
+    if two:
+        d = _service(two, "deliveries_per_s", "redis")
+        add("redis: two instances on one Redis, total deliveries/s", d, "", None)
+    for name, key, floor in (
+        (f"batch {plan.publish_batch}", "events_per_s", 20000),
+        ("single", "requests_per_s", 2000),
+    ):
+        v = find(results, "publish", name)
+        if v:
+            x = _service(v, key)
+            ok = None if x is None else x >= floor and _service(v, "every_event_delivered") == 1
+            add(f"publish {name}: {key.replace('_', ' ')}", x, f">= {floor:,}", ok)
 
 
 def targets_table(rows: list[dict[str, Any]]) -> str:
