@@ -388,6 +388,7 @@ def markdown(doc: dict[str, Any]) -> str:
         row("slow", name, "posts_hung", "POSTs hung")
     row("memory", f"N={doc['plan']['memory_n']}", "kb_per_connection", "KB per idle connection")
     row("connect", f"N={doc['plan']['connect_n']}", "accepted_per_s", "accepted/s")
+    lines += round_two_markdown(doc)
     slow = find(res, "slow", "with slow")
     if slow:
         lines.append("")
@@ -401,6 +402,60 @@ def markdown(doc: dict[str, Any]) -> str:
         aim = f"{t['aim']}: {mark[t['aim_met']]}" if t["aim"] else "-"
         lines.append(f"| {t['target']} | {t['value']} | {floor} | {aim} |")
     return "\n".join(lines)
+
+
+def round_two_markdown(doc: dict[str, Any]) -> list[str]:
+    """The service-only scenarios (full, storm, redis, publish): one row per figure."""
+    res, plan = doc["results"], doc["plan"]
+    lines: list[str] = []
+
+    def row(scn: str, name: str, key: str, label: str, kind: str = "service") -> None:
+        found = find(res, scn, name)
+        if found:
+            value = found["median"].get(kind, {}).get(key)
+            lines.append(f"| {scn} {name} | {label} | {fmt(value)} | | |")
+
+    for n in (plan.get("full_ref_n"), plan.get("full_n")):
+        row("full", f"N={n}", "deliveries_per_s", "deliveries/s")
+        row("full", f"N={n}", "deliveries_per_cpu_s", "deliveries per server-CPU-s")
+        row("full", f"N={n}", "complete_subscribers", "subscribers that got every event")
+    row("full", f"N={plan.get('full_n')}", "kb_per_connection", "KB per idle connection")
+    ratio = res.get("full", {}).get("figures", {}).get("full_vs_ref_deliveries_per_s")
+    if ratio is not None:
+        lines.append(
+            f"| full | deliveries/s, N={plan['full_n']} / N={plan['full_ref_n']} | "
+            f"{ratio:.2f}x | | |"
+        )
+    n = f"N={plan.get('storm_n')}"
+    for key, label in (
+        ("all_resumed_s", "all resumed, s"),
+        ("resumed_s_p50", "resumed p50, s"),
+        ("missed", "events missed"),
+        ("duplicated", "events duplicated"),
+        ("quiet_lat_p99_ms", "connected ones' p99 ms, quiet"),
+        ("storm_lat_p99_ms", "connected ones' p99 ms, storm"),
+    ):
+        row("storm", n, key, label)
+    pair = find(res, "redis", f"N={plan.get('redis_n')}")
+    if pair:
+        for key, label in (
+            ("deliveries_per_s", "deliveries/s"),
+            ("deliveries_per_cpu_s", "deliveries per server-CPU-s"),
+            ("lat_p99_ms", "latency p99 ms"),
+        ):
+            a = pair["median"].get("redis", {}).get(key)
+            b = pair["median"].get("memory", {}).get(key)
+            r = pair["ratio"].get(key)
+            ratio_s = f"{r:.2f}x" if r is not None else ""
+            lines.append(
+                f"| redis {pair['variant']} | {label}: Redis, embedded | {fmt(a)} | {fmt(b)} "
+                f"| {ratio_s} |"
+            )
+    row("redis", "two instances", "deliveries_per_s", "total deliveries/s", "redis")
+    row("redis", "two instances", "deliveries_per_cpu_s", "per server-CPU-s (both)", "redis")
+    row("publish", f"batch {plan.get('publish_batch')}", "events_per_s", "events/s")
+    row("publish", "single", "requests_per_s", "POSTs/s")
+    return lines
 
 
 def slow_story(run: dict[str, Any]) -> str:

@@ -55,6 +55,9 @@ SCENARIOS = (
     "redis",
     "publish",
 )
+# About two minutes each and 20,000 connections or more: with them `make bench` passes 20
+# minutes, so they run with --long (or by name).
+LONG = ("full", "storm")
 FANOUT_KEYS = [
     "deliveries_per_s",
     "deliveries_per_cpu_s",
@@ -280,7 +283,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if "service" in kinds and not ok:
         print(f"wsbroadcast is not available: {why}", file=sys.stderr)
         return 2
-    names = args.scenario or list(SCENARIOS)
+    names = args.scenario or [s for s in SCENARIOS if args.long or s not in LONG]
     opts, source = uvicorn_options()
     header = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -321,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--scenario", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)"
+    )
+    parser.add_argument(
+        "--long",
+        action="store_true",
+        help=f"also the long scenarios ({', '.join(LONG)}), when no --scenario is given",
     )
     parser.add_argument("--only", choices=KINDS, help="run only the service or only the baseline")
     parser.add_argument("--rounds", type=int, help="rounds for fan-out, latency and connect")
