@@ -217,7 +217,11 @@ async def scenario_storm(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
     ]
     variants = []
     if "service" in kinds:
-        runs = await alternate(("service",), 1, lambda k: run_storm(plan), "storm", retry=False)
+
+        async def storm(kind: str) -> dict[str, Any]:
+            return await run_storm(plan)
+
+        runs = await alternate(("service",), 1, storm, "storm", retry=False)
         variants = [variant(f"N={plan.storm_n}", runs, keys)]
     return emit("storm", plan, variants, keys)
 

@@ -76,10 +76,11 @@ async def run_storm(plan: Plan) -> dict[str, Any]:
         await asyncio.gather(storm.all("reset"), steady.all("reset"))
         quiet_log = await paced(pub, plan.storm_rate, quiet_n, pad, 1)
         last = quiet_n
-        quiet_steady, _ = await asyncio.gather(
+        quiet_both = await asyncio.gather(
             steady.all("wait_seq", seq=last, timeout=60, idle=15),
             storm.all("wait_seq", seq=last, timeout=60, idle=15, latency=False),
         )
+        quiet_steady: list[dict[str, Any]] = quiet_both[0]
         quiet_lat = latencies_ms(quiet_steady)
 
         # The drop: all at once; wait until the server has let every one go.
