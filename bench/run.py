@@ -242,7 +242,9 @@ async def scenario_publish(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]
     """POSTs/s and events/s with subscribers attached; the service only."""
     keys = [
         "events_per_s",
+        "delivered_events_per_s",
         "requests_per_s",
+        "answered_per_s",
         "every_event_delivered",
         "server_cpu_util",
         "load_cpu_util",
