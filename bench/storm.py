@@ -36,6 +36,20 @@ async def paced(pub: Publisher, rate: float, count: int, pad: int, first_seq: in
     return log
 
 
+def listen_counters() -> dict[str, int]:
+    """The kernel's count of handshakes dropped because a listen queue was full, and of
+    SYN cookies sent (machine-wide: other people's tests can add to them)."""
+    with open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    out: dict[str, int] = {}
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            for key in ("ListenOverflows", "ListenDrops", "SyncookiesSent"):
+                out[key] = int(table.get(key, 0))
+    return out
+
+
 async def _connected(pub: Publisher) -> int:
     """WebSocket subscribers the server holds now, from its /metrics."""
     status, body = await pub.get("/metrics")
@@ -104,6 +118,7 @@ async def run_storm(plan: Plan) -> dict[str, Any]:
         meter = Meter(server, combined(storm, steady))
         await meter.start()
         t_storm = time.time()
+        net0 = listen_counters()
         resumed_reply, live_log = await asyncio.gather(
             storm.all(
                 "resume",
@@ -120,6 +135,7 @@ async def run_storm(plan: Plan) -> dict[str, Any]:
             steady.all("wait_seq", seq=final, timeout=60, idle=20),
         )
         cpu = meter.stop([*storm_r, *steady_r], time.time() - t_storm)
+        net1 = listen_counters()
         rs = resumed_reply[0]
         st = storm_r[0]
         storm_lat = latencies_ms(steady_r)
@@ -160,6 +176,8 @@ async def run_storm(plan: Plan) -> dict[str, Any]:
             if storm_p99 is not None and quiet_p99
             else None,
             "storm_wall_s": round(time.time() - t_storm, 1),
+            # A full listen queue drops a SYN; the client sends it again 1, 3, 7, 15, 31 s on.
+            **{f"storm_{k}": net1[k] - net0.get(k, 0) for k in net1},
             **cpu,
         }
     finally:
