@@ -67,6 +67,10 @@ class Plan:
     publish_singles: int = 10000
     publish_conns: int = 2  # keep-alive connections posting batches back to back, side by side
     publish_single_conns: int = 8  # and single events: more, so no one waits on a wake-up
+    readers_n: int = 10000  # subscribers, each on one of 100 posts (bench/readers.py)
+    readers_events: int = 30  # deliveries to each subscriber per measurement
+    readers_rounds: int = 3
+    readers_requests: int = 200  # GET /readers of each kind
 
     @classmethod
     def quick(cls) -> Plan:
@@ -93,6 +97,8 @@ class Plan:
             publish_filtered=200,
             publish_batches=20,
             publish_singles=3000,
+            readers_n=2000,
+            readers_rounds=2,
         )
 
 

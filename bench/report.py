@@ -220,6 +220,23 @@ def targets(results: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
         p99 = v["median"].get("service", {}).get("lag_p99_ms")
         add("outbox at rest: commit to delivery p99 ms", p99, "", None, "< 100",
             None if p99 is None else p99 < 100)  # fmt: skip
+    for name in ("post_id", "post_id readers=1"):
+        v = find(results, "readers", f"N={plan.readers_n} {name}")
+        if v:
+            r = v["ratio"].get("deliveries_per_s")
+            label = f"readers: 100 posts, {name}: deliveries/s vs no post_id"
+            add(label, r, ">= 0.95x", None if r is None else r >= 0.95)
+    latency = results.get("readers", {}).get("get_readers") or {}
+    for kind in ("post", "top"):
+        p = latency.get(f"{kind}_p99_ms")
+        if p is not None:
+            what = "?post_id=p1" if kind == "post" else "?top=10"
+            add(
+                f"GET /readers{what} p99 ms at {latency.get('subscribers')} subscribers",
+                p,
+                "< 5 ms",
+                p < 5,
+            )
     targets_round_two(results, plan, add)
     return out
 

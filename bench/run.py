@@ -37,7 +37,8 @@ from bench.procs import (
     service_available,
 )
 from bench.publishing import run_publish
-from bench.report import brief, emit, machine, targets, targets_table, variant
+from bench.readers import run_readers
+from bench.report import brief, emit, machine, median_of, targets, targets_table, variant
 from bench.scenarios import fanout_burst, latency_window, paired, run_connect, run_memory
 from bench.slow import run_slow
 from bench.storm import run_storm
@@ -50,6 +51,7 @@ SCENARIOS = (
     "memory",
     "connect",
     "outbox",
+    "readers",
     "full",
     "storm",
     "redis",
@@ -256,6 +258,29 @@ async def scenario_publish(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]
     return emit("publish", plan, variants, keys)
 
 
+async def scenario_readers(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
+    """The service only (the seed design has no post_id): ratios are against the run with
+    no post_id, not against the seed."""
+    keys = ["deliveries_per_s", "deliveries_per_cpu_s", "lat_p50_ms", "lat_p99_ms"]
+    if "service" not in kinds:
+        return {"scenario": "readers", "skipped": "the service is not measured"}
+    measured = await run_readers(plan)
+    variants = []
+    base = median_of(measured["runs"]["no post_id"], "deliveries_per_s")
+    for name, runs in measured["runs"].items():
+        med = {k: median_of(runs, k) for k in keys}
+        d = med["deliveries_per_s"]
+        ratio = {"deliveries_per_s": round(d / base, 3) if d is not None and base else None}
+        variants.append(
+            {"variant": f"N={plan.readers_n} {name}", "median": {"service": med},
+             "ratio": ratio, "runs": {"service": runs}}
+        )  # fmt: skip
+    line = emit("readers (ratio: vs no post_id)", plan, variants, keys)
+    line["get_readers"] = measured["get_readers"]
+    print(json.dumps({"get_readers": measured["get_readers"]}), flush=True)
+    return line
+
+
 SCENARIO_RUNNERS = {
     "fanout": scenario_fanout,
     "latency": scenario_latency,
@@ -267,6 +292,7 @@ SCENARIO_RUNNERS = {
     "storm": scenario_storm,
     "redis": scenario_redis,
     "publish": scenario_publish,
+    "readers": scenario_readers,
 }
 
 

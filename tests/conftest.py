@@ -320,3 +320,14 @@ def spawned(*flags: str, env: dict[str, str] | None = None) -> Iterator[Process]
             process.popen.wait(10)
         if process.popen.stdout:
             process.popen.stdout.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Any) -> Iterator[Any]:
+    """A redis-server of the test's own on a free port, so a test can stop and restart it."""
+    from tests.redis_server import RedisServer  # it imports this module
+
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    yield server
+    server.stop()

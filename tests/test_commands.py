@@ -8,8 +8,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import IO, Any
 
 import anyio
@@ -84,14 +83,6 @@ class Tail:
         for stream in (self.popen.stdout, self.popen.stderr):
             if stream is not None:
                 stream.close()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.anyio

@@ -59,14 +59,6 @@ def database(cluster: Cluster) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
 def row(seq: int, post_id: str = "p1") -> tuple[str, str]:
     return "blog_update", orjson.dumps(
         {"post_id": post_id, "action": "created", "seq": seq}

@@ -7,7 +7,7 @@ kill, freeze and restart it; real wsbroadcast servers and real clients throughou
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -41,14 +41,6 @@ from wsbroadcast.brokers.redis import STREAM, RedisBroker
 from wsbroadcast.events import Draft, Event, Position
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def epoch(event_id: str) -> str:

@@ -162,11 +162,39 @@ async def test_headers_sent_a_byte_at_a_time_get_the_same_deadline(start: Start)
                         break
                     sent += 1
                     with anyio.move_on_after(0.05):  # a slow client's pace, not a wait
-                        if not await loop.sock_recv(sock, 1):
+                        try:
+                            if not await loop.sock_recv(sock, 1):
+                                break
+                        except ConnectionResetError:  # the server aborted: cut
                             break
         finally:
             sock.close()
         assert sent < len(request)  # cut before it could finish: about 20 bytes a second
+
+
+async def test_a_handshake_websockets_refuses_gets_its_answer_and_the_connection_ends(
+    service: Service,
+) -> None:
+    loop = asyncio.get_running_loop()
+    sock = socket.create_connection(("127.0.0.1", service.port))
+    sock.setblocking(False)
+    try:
+        # A request line over websockets' 8 KiB: it answers 414, which uvicorn never wrote.
+        await loop.sock_sendall(
+            sock,
+            (
+                f"GET /ws?x={'a' * 9000} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode(),
+        )
+        answer = b""
+        with within(5):
+            while chunk := await loop.sock_recv(sock, 4096):
+                answer += chunk
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 414"), answer[:80]
 
 
 # -- heartbeats name how far the stream has got ---------------------------------------------

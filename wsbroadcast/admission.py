@@ -19,6 +19,8 @@ from .subscription import Request
 from .transports import Kind
 
 MAX_PARAM_LENGTH = 256
+MAX_REWIND = 100
+FLAGS = {"1": True, "true": True, "0": False, "false": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +32,7 @@ class Admission:
 
 
 def client_address(conn: HTTPConnection) -> str:
-    # uvicorn's proxy headers setting has already put a trusted X-Forwarded-For here.
+    # proxy.ForwardedFor has already put a trusted proxy's X-Forwarded-For client here.
     return conn.client.host if conn.client else "unknown"
 
 
@@ -54,16 +56,43 @@ def admit(conn: HTTPConnection, kind: Kind, subprotocols: tuple[str, ...] = ()) 
         since = _param(query.get("since"), "since")
         if kind == "sse":  # the browser's own resume header wins over `since`
             since = conn.headers.get("last-event-id") or since
+        post_id = _param(query.get("post_id"), "post_id")
+        readers = parse_flag(query.get("readers"), "readers")
+        rewind = parse_rewind(query.get("rewind"))
+        if readers and post_id is None:
+            raise ValueError("readers: counts are per post: give post_id too")
         request = Request(
             since=since,
             types=parse_filter_types(query["types"]) if "types" in query else None,
-            post_id=_param(query.get("post_id"), "post_id"),
+            post_id=post_id,
             expires_at=expires_at,
+            # With `since`, `rewind` is checked, then ignored (contract).
+            rewind=None if since is not None else rewind,
+            readers=readers,
         )
     except ValueError as exc:
         raise Refused(CloseCode.BAD_REQUEST, str(exc), InvalidBody(str(exc))) from None
     hub: Hub = state.hub
     return Admission(request, hub.admit(kind))
+
+
+def parse_rewind(raw: str | None) -> int | None:
+    """`rewind=N`, 1 to 100; ValueError otherwise."""
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3 and 1 <= int(raw) <= MAX_REWIND):
+        raise ValueError(f"rewind: must be a whole number from 1 to {MAX_REWIND}")
+    return int(raw)
+
+
+def parse_flag(raw: str | None, name: str) -> bool:
+    """A query flag: 1, true, 0 or false (absent: false); ValueError otherwise."""
+    if raw is None:
+        return False
+    value = FLAGS.get(raw.lower())
+    if value is None:
+        raise ValueError(f"{name}: must be 1, true, 0 or false")
+    return value
 
 
 def _param(raw: str | None, name: str) -> str | None:

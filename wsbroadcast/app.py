@@ -8,13 +8,19 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route, Router, WebSocketRoute
 
-from . import endpoints, openapi, sse
+from . import endpoints, openapi, readers_endpoint, sse
 from .brokers import from_url
-from .errors import ServiceError
+from .errors import MethodNotAllowed, NotFound, ServiceError
 from .hub import Hub
 from .metrics import Metrics
+from .proxy import ForwardedFor
+from .responses import error_response
 from .schemas import EventTypes
 from .security import RateLimiter
 from .settings import Settings, load_settings
@@ -33,7 +39,24 @@ def routes() -> list[BaseRoute]:
         Route("/metrics", endpoints.metrics, methods=["GET"]),
         Route("/schema", openapi.schema, methods=["GET"]),
         Route("/openapi.json", openapi.openapi, methods=["GET"]),
+        Route("/readers", readers_endpoint.readers, methods=["GET", "OPTIONS"]),
     ]
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no route, wrong method) in the contract's error form."""
+    assert isinstance(exc, HTTPException)
+    path = request.url.path[:100]
+    if exc.status_code == 405:
+        error: ServiceError = MethodNotAllowed(
+            f"{request.method[:16]} is not allowed on {path}", dict(exc.headers or {})
+        )
+    elif exc.status_code == 404:
+        error = NotFound(f"nothing here: {path}")
+    else:
+        error = ServiceError(exc.detail)
+        error.status, error.code = exc.status_code, "http_error"
+    return error_response(error)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -47,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings.history_size,
             settings.history_bytes,
             settings.backlog_bytes,
+            settings.history_ttl,
         )
         hub = Hub(
             broker,
@@ -70,6 +94,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                         types=app.state.types,
                     )
                     await tasks.start(relay.run)
+                await tasks.start(hub.readers.run)
                 yield
                 await hub.close_all(DRAIN_SECONDS)
                 tasks.cancel_scope.cancel()
@@ -77,10 +102,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await broker.aclose()
 
     app = Starlette(
-        routes=[*routes(), Mount("/api/v1", routes=routes())],
-        exception_handlers={ServiceError: endpoints.service_error},
+        # No trailing-slash redirects: they echo the `Host` header into `Location`.
+        routes=[*routes(), Mount("/api/v1", app=Router(routes(), redirect_slashes=False))],
+        middleware=[Middleware(ForwardedFor, trusted=settings.forwarded_allow_ips)],
+        exception_handlers={ServiceError: endpoints.service_error, HTTPException: http_error},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.types = EventTypes.from_file(settings.event_types)
     app.state.metrics = Metrics()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import re
 import signal
 import socket
 import sys
@@ -17,14 +16,10 @@ from starlette.applications import Starlette
 
 from . import commands, transports
 from .app import DRAIN_SECONDS, create_app
+from .logs import log_config
 from .settings import Settings, SettingsError, load_settings
 
 logger = logging.getLogger("wsbroadcast")
-
-# A `token=` value (query, cookie), a bearer credential (header, subprotocol), any JWT.
-SECRET_IN_TEXT = re.compile(
-    r"(?P<keep>[a-z_]*token=|bearer[ .])[^&\s\"',;]+|eyJ[\w-]+\.[\w-]+\.[\w-]*", re.IGNORECASE
-)
 
 
 def uvicorn_options() -> dict[str, Any]:
@@ -38,63 +33,6 @@ def uvicorn_options() -> dict[str, Any]:
         "http": "httptools",
         "loop": "uvloop",
         "lifespan": "on",
-    }
-
-
-class Redact(logging.Filter):
-    """Hides tokens and secrets in every record: uvicorn logs a handshake's query string."""
-
-    def __init__(self, secrets: Sequence[str] = ()) -> None:
-        super().__init__()
-        self.secrets = tuple(s for s in secrets if s)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = SECRET_IN_TEXT.sub(lambda m: (m["keep"] or "") + "[redacted]", message)
-        for secret in self.secrets:
-            clean = clean.replace(secret, "[redacted]")
-        if clean != message:
-            record.msg, record.args = clean, ()
-        return True
-
-
-def log_config(settings: Settings) -> dict[str, Any]:
-    level = settings.log_level.upper()
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "filters": {"redact": {"()": Redact, "secrets": list(settings.secrets())}},
-        "formatters": {
-            "default": {
-                "()": "uvicorn.logging.DefaultFormatter",
-                "fmt": "%(levelprefix)s %(name)s: %(message)s",
-                "use_colors": None,
-            },
-            "access": {
-                "()": "uvicorn.logging.AccessFormatter",
-                "fmt": '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
-            },
-        },
-        "handlers": {
-            "default": {
-                "class": "logging.StreamHandler",
-                "formatter": "default",
-                "stream": "ext://sys.stderr",
-                "filters": ["redact"],
-            },
-            "access": {
-                "class": "logging.StreamHandler",
-                "formatter": "access",
-                "stream": "ext://sys.stdout",
-                "filters": ["redact"],
-            },
-        },
-        "loggers": {
-            "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
-            "uvicorn.error": {"level": level},
-            "uvicorn.access": {"handlers": ["access"], "level": level, "propagate": False},
-            "wsbroadcast": {"handlers": ["default"], "level": level, "propagate": False},
-        },
     }
 
 
@@ -167,8 +105,7 @@ def build_server(settings: Settings, app: Starlette | None = None, **overrides: 
         log_config=log_config(settings),
         # The access log would write a line per publish; it stays for debugging.
         access_log=settings.log_level in ("debug", "trace"),
-        proxy_headers=True,
-        forwarded_allow_ips=list(settings.forwarded_allow_ips),
+        proxy_headers=False,  # the app's own `proxy.ForwardedFor` reads X-Forwarded-For
         server_header=False,
         timeout_graceful_shutdown=DRAIN_SECONDS,
     )

@@ -41,7 +41,7 @@ async def service_error(request: Request, exc: Exception) -> Response:
         request.url.path,
         exc.status,
         exc.code,
-        exc.detail,
+        exc.detail[:300],  # client text: cut before it reaches a log line
     )
     return error_response(exc)
 
@@ -184,5 +184,5 @@ class Subscribe(WebSocketEndpoint):
 
     async def on_disconnect(self, websocket: WebSocket, close_code: int) -> None:
         code = self.code if self.code != CloseCode.NORMAL else close_code
-        websocket.app.state.metrics.disconnects.labels(str(code)).inc()
+        websocket.app.state.metrics.disconnected(code)
         logger.debug("subscriber %s gone: %d", client_address(websocket), code)

@@ -55,6 +55,14 @@ class TooLarge(ServiceError):
         super().__init__(detail, {"Connection": "close"})
 
 
+class NotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    status, code = 405, "method_not_allowed"
+
+
 class UnsupportedMediaType(ServiceError):
     status, code = 415, "unsupported_media_type"
 

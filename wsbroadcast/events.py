@@ -5,6 +5,8 @@ Pure: no I/O, so the contract's tables test in milliseconds.
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,9 +45,14 @@ class Position(NamedTuple):
         ms, dash, seq = place.partition("-")
         if not (sep and dash and raw.isascii() and epoch.isalnum()):  # isdigit() takes "²"
             return None
-        if not (ms.isdigit() and seq.isdigit() and len(ms) < 20 and len(seq) < 20):
+        if not (_digits(ms) and _digits(seq) and len(ms) < 20 and len(seq) < 20):
             return None
         return cls(epoch, int(ms), int(seq))
+
+
+def _digits(text: str) -> bool:
+    # ASCII only: str.isdigit() takes `²` and `①`, which int() then refuses.
+    return text.isascii() and text.isdigit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +68,7 @@ class Draft:
 class Event:
     """A message as every subscriber receives it, encoded once for all of them.
 
-    Control messages (`heartbeat`, `resync`) have no id and no position.
+    Control messages (`heartbeat`, `resync`, `readers`) have no id and no position.
     """
 
     type: str
@@ -149,10 +156,17 @@ def resync(head: str, reason: str = "history_expired") -> Event:
     return Event(type="resync", data={"reason": reason, "head": head}, timestamp=now_timestamp())
 
 
+def readers(post_id: str, count: int) -> Event:
+    """A post's live reader count, for its subscribers that asked `readers=1`."""
+    data = {"post_id": post_id, "readers": count}
+    return Event(type="readers", data=data, timestamp=now_timestamp())
+
+
 def format_timestamp(moment: datetime) -> str:
     """UTC as `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`, fractions kept."""
     moment = moment.astimezone(UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    # Not strftime("%Y"): glibc writes year 1 as `1`, the contract wants four digits.
+    text = f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}"
     if moment.microsecond:
         text += f".{moment.microsecond:06d}"
     return text + "Z"
@@ -163,13 +177,79 @@ def now_timestamp() -> str:
 
 
 def loads(body: bytes) -> Any:
-    """Strict JSON: NaN, Infinity, invalid UTF-8 and absurd nesting are refused."""
+    """Strict JSON: NaN, Infinity, invalid UTF-8 and absurd nesting are refused, and so
+    are what orjson would change silently: integers beyond 64 bits (made floats) and
+    duplicate keys (the last kept). `data` passes through untouched, or not at all."""
     try:
-        return orjson.loads(body)
+        document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         # Older orjson words the nesting limit otherwise: one message whatever the version.
         reason = str(exc).replace("array and object recursion depth", "depth limit")
         raise InvalidJSON(f"body is not valid JSON: {reason}") from None
+    if _may_change(body, document):
+        _check_exact(body)
+    return document
+
+
+# Digits to zeros: a run of 19 zeros then marks 19 digits in a row (a regex scan for them
+# costs four times orjson's whole parse).
+DIGITS_TO_ZEROS = bytes.maketrans(b"0123456789", b"0" * 10)
+INT_RANGE = (-(1 << 63), (1 << 64) - 1)  # what orjson keeps as an integer
+EXACT_RECURSION = 4000  # room for orjson's 1,024 levels and the stack beneath the parse
+
+
+def _may_change(body: bytes, document: Any) -> bool:
+    """Whether orjson may have changed what `body` says; False rules it out, cheaply.
+
+    An integer past 64 bits has 19 digits or more in a row. A duplicate key: unless the
+    body spells a colon `\\u003a`, each of its colons is a key's or one in a string, and
+    orjson writes both back as they are, so the compact form of what was parsed has as
+    many colons as the body only if no key, nor anything in its value, was dropped.
+    """
+    digits = body.translate(DIGITS_TO_ZEROS)
+    if b"0" * 19 in digits or b"\\u003a" in body or b"\\u003A" in body:
+        return True
+    try:
+        return orjson.dumps(document).count(b":") != body.count(b":")
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes
+        return True
+
+
+def _check_exact(body: bytes) -> None:
+    """Parse again with the standard library, which keeps every key and integer as
+    written, to refuse a duplicate key or an integer orjson would make a float."""
+    # orjson takes 1,024 levels; the standard parser spends a recursion level on each.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, EXACT_RECURSION))
+    try:
+        json.loads(body, object_pairs_hook=_unique_keys, parse_int=_int64)
+    except RecursionError:
+        raise InvalidJSON("body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # never seen: orjson is the stricter, but never a 500
+        raise InvalidJSON(f"body is not valid JSON: {exc}") from None
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise InvalidJSON(
+                f"body has the key {key[:64]!r} twice in one object: send each key once"
+            )
+        seen.add(key)
+    return dict(pairs)
+
+
+def _int64(text: str) -> int:
+    value = int(text) if len(text) <= 21 else None
+    if value is None or not INT_RANGE[0] <= value <= INT_RANGE[1]:
+        raise InvalidJSON(
+            f"body has the integer {text[:24]}{'...' if len(text) > 24 else ''}, beyond "
+            "64 bits: it would lose precision; send it as a string"
+        )
+    return value
 
 
 def parse_batch(
@@ -211,7 +291,7 @@ def parse_event(
     for name in raw:
         if name not in EVENT_FIELDS:
             raise InvalidEvent(
-                f"{where}{name}: unknown field (an event has only type, data and timestamp)"
+                f"{where}{name[:64]}: unknown field (an event has only type, data and timestamp)"
             )
     kind = _check_type(raw.get("type"), where, strict_types, types)
     data = raw.get("data")
@@ -259,7 +339,10 @@ def _check_timestamp(value: object, where: str) -> str:
         raise InvalidEvent(f"{where}timestamp: {value[:40]!r} is not an ISO 8601 time") from None
     if moment.tzinfo is None:  # no offset: taken as UTC
         moment = moment.replace(tzinfo=UTC)
-    return format_timestamp(moment)
+    try:
+        return format_timestamp(moment)
+    except OverflowError:  # `0001-01-01T00:00:00+14:00` is before year 1 in UTC
+        raise InvalidEvent(f"{where}timestamp: {value[:40]!r} is out of range in UTC") from None
 
 
 def parse_filter_types(raw: str) -> frozenset[str]:

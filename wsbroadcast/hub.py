@@ -17,6 +17,7 @@ from .brokers import Appended, Broker, NewEpoch
 from .errors import CloseCode, Refused, Unavailable
 from .events import Draft, Event, Position
 from .metrics import Metrics
+from .readers import Readers
 from .subscription import Needs, Request, Subscription
 from .transports import Kind, Transport
 
@@ -25,6 +26,7 @@ logger = logging.getLogger("wsbroadcast.hub")
 __all__ = ["Hub", "Slot"]
 
 MAX_TIMED = 10_000  # POSTs awaiting their fan-out for wsb_publish_seconds, at most
+YIELD_EVERY = 1000  # offers between two yields to the rest of the server, during a batch
 
 
 class Slot:
@@ -65,8 +67,13 @@ class Hub:
             position=self.position,
             on_close=self.discard,
         )
-        # A dict for its order: frames go out in the order subscribers came, as a list would.
-        self._subscribers: dict[Subscription, None] = {}
+        # Dicts for their order: frames go out in the order subscribers came, as a list would.
+        self._subscribers: dict[Subscription, None] = {}  # every one
+        # The fan-out's index: an event for post X goes to X's subscribers and to those
+        # that named no post, never past every other post's (contract: `post_id`).
+        self._everywhere: dict[Subscription, None] = {}  # no post_id
+        self._by_post: dict[str, dict[Subscription, None]] = {}
+        self.readers = Readers(metrics, broker.shared_counts())
         self._accepted: dict[str, float] = {}  # last id of a local POST -> accepted at
         self._position: Position | None = None  # the last event fanned out
         self.connections = 0
@@ -86,22 +93,35 @@ class Hub:
                 self._position = Position.parse(batch.head)
                 self._fan_out(events.resync(batch.head, reason="history_expired"))
                 continue
+            offered = 0
             for event in batch:
-                self._fan_out(event)
-                await checkpoint()  # a large batch must not starve the rest of the server
+                offered += self._fan_out(event)
+                # A large batch must not starve the rest of the server; with the index, an
+                # event may reach few subscribers, so yield by offers made, not per event.
+                if offered >= YIELD_EVERY:
+                    await checkpoint()
+                    offered = 0
             self._position = batch[-1].position
             accepted = self._accepted.pop(batch[-1].id or "", None)
             if accepted is not None:
                 self.metrics.publish_seconds.observe(time.monotonic() - accepted)
 
-    def _fan_out(self, event: Event) -> None:
+    def _fan_out(self, event: Event) -> int:
+        """Offer the event to every subscriber that may want it; how many were offered it."""
         now = time.monotonic()
         sent = 0
         # A snapshot: a subscriber closed for overflow leaves the set during the loop.
-        for subscription in tuple(self._subscribers):
+        if event.post_id is None:  # a notice, a control message: for everyone
+            targets = tuple(self._subscribers)
+        elif (readers := self._by_post.get(event.post_id)) is not None:
+            targets = (*self._everywhere, *readers) if self._everywhere else tuple(readers)
+        else:
+            targets = tuple(self._everywhere)
+        for subscription in targets:
             sent += subscription.offer(event, now)
         if sent:
             self.metrics.messages_sent.inc(sent)
+        return len(targets)
 
     async def publish(self, drafts: list[Draft], key: str | None) -> Appended:
         accepted = time.monotonic()
@@ -137,6 +157,11 @@ class Hub:
         """Register a subscriber; it buffers live events until its `run` replays history."""
         subscription = Subscription(transport, request, self._needs)
         self._subscribers[subscription] = None
+        if request.post_id is None:
+            self._everywhere[subscription] = None
+        else:
+            self._by_post.setdefault(request.post_id, {})[subscription] = None
+        self.readers.join(subscription)
         if self.closing:
             subscription.close(CloseCode.GOING_AWAY)
         return subscription
@@ -146,7 +171,7 @@ class Hub:
         (None: the peer left)."""
         try:
             subscription = self.subscribe(transport, request)
-            code = await subscription.run(request.since)
+            code = await subscription.run(request.since, request.rewind)
             if code is not None:
                 await transport.close(code, stalled=subscription.stalled)
             return code
@@ -154,7 +179,19 @@ class Hub:
             slot.release()
 
     def discard(self, subscription: Subscription) -> None:
-        self._subscribers.pop(subscription, None)
+        """Unregister a subscriber; called on every close, so only the first one counts."""
+        if subscription not in self._subscribers:
+            return
+        del self._subscribers[subscription]
+        post_id = subscription.post_id
+        if post_id is None:
+            del self._everywhere[subscription]
+        else:
+            readers = self._by_post[post_id]
+            del readers[subscription]
+            if not readers:
+                del self._by_post[post_id]
+        self.readers.leave(subscription)
 
     async def close_all(self, within: float) -> None:
         """Shut down: close every subscriber with 1001 and wait, at most `within` s, for them."""

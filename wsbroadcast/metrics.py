@@ -16,6 +16,17 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 disable_created_metrics()  # type: ignore[no-untyped-call]  # the `_created` series only double what is exported
 
 
+# The close codes the contract names, and those a server sees when a peer goes without
+# one (1005, 1006). A client may close with any of some 4,000 codes: the rest are `other`,
+# so that no client can make series without end.
+CLOSE_CODES = frozenset({1000, 1001, 1005, 1006, 1009, 1013, 4400, 4401, 4403, 4429})
+
+
+def close_label(code: int) -> str:
+    """The `code` label for a close code: itself when the contract names it, else `other`."""
+    return str(code) if code in CLOSE_CODES else "other"
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -68,10 +79,18 @@ class Metrics:
         self.outbox_up = Gauge(
             "wsb_outbox_up", "1 while the outbox relay reaches Postgres.", registry=self.registry
         )
+        self.readers_posts = Gauge(
+            "wsb_readers_posts",
+            "Posts with at least one reader (a subscriber with post_id) on this instance.",
+            registry=self.registry,
+        )
         for transport in ("ws", "sse"):
             self.connections.labels(transport)
         for outcome in ("replayed", "resync"):
             self.resumes.labels(outcome)
+
+    def disconnected(self, code: int) -> None:
+        self.disconnects.labels(close_label(code)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -143,21 +143,68 @@ def operations(settings: Settings) -> dict[str, dict[str, Any]]:
         },
         "/readers": {
             "get": {
-                "summary": "Live reader counts",
+                "summary": "Live reader counts, over every instance on the broker",
+                "description": (
+                    "With `post_id`: that post's readers (0 when no one reads it). Without: "
+                    "`total` subscribers and the `top` posts by readers, ties by post_id. "
+                    "Auth and Origin as for /sse; not rate-limited."
+                ),
                 "security": subscriber_auth,
                 "parameters": [
-                    _query("post_id", "one post's count"),
-                    _query("top", "how many posts (1 to 100)", {"type": "integer"}),
+                    _query(
+                        "post_id",
+                        "one post's count",
+                        {"type": "string", "minLength": 1, "maxLength": 256},
+                    ),
+                    _query(
+                        "top",
+                        "how many posts (1 to 100, default 10)",
+                        {"type": "integer", "minimum": 1, "maximum": 100},
+                    ),
                 ],
                 "responses": {
-                    "200": _json({"type": "object"}, "counts"),
+                    "200": _json(
+                        {
+                            "oneOf": [
+                                {
+                                    "type": "object",
+                                    "required": ["post_id", "readers"],
+                                    "properties": {
+                                        "post_id": {"type": "string"},
+                                        "readers": {"type": "integer", "minimum": 0},
+                                    },
+                                },
+                                {
+                                    "type": "object",
+                                    "required": ["total", "posts"],
+                                    "properties": {
+                                        "total": {"type": "integer", "minimum": 0},
+                                        "posts": {
+                                            "type": "array",
+                                            "items": {
+                                                "type": "object",
+                                                "required": ["post_id", "readers"],
+                                                "properties": {
+                                                    "post_id": {"type": "string"},
+                                                    "readers": {"type": "integer"},
+                                                },
+                                            },
+                                        },
+                                    },
+                                },
+                            ]
+                        },
+                        "counts",
+                    ),
                     "400": _error("a bad query parameter", "invalid_body"),
                     **refused,
                     "403": _error("Origin not allowed", "forbidden"),
-                    "429": _error("too many requests", "too_many_requests"),
-                    "503": _error("unavailable", "unavailable", headers=RETRY_AFTER),
                 },
-            }
+            },
+            "options": {
+                "summary": "CORS preflight for a fetch-based client sending a header",
+                "responses": {"204": {"description": "the allowed origin, methods, headers"}},
+            },
         },
         "/schema": {
             "get": {

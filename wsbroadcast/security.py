@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -93,7 +94,10 @@ def verify_subscriber(
         raise _unauthorized("the subscriber token has expired") from None
     except jwt.PyJWTError as exc:
         raise _unauthorized(f"the subscriber token is invalid: {exc}") from None
-    expires = float(claims["exp"])
+    try:
+        expires = float(claims["exp"])
+    except OverflowError:  # 10**400 passes PyJWT's integer check, not float()
+        raise _unauthorized("the subscriber token is invalid: exp is out of range") from None
     if expires <= (time.time() if now is None else now):
         raise _unauthorized("the subscriber token has expired")
     return expires
@@ -114,6 +118,7 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
 
     def allow(self, address: str, now: float) -> bool:
+        address = rate_key(address)
         tokens, at = self._buckets.get(address, (self.burst, now))
         tokens = min(self.burst, tokens + (now - at) * self.rate)
         if len(self._buckets) >= self.MAX_TRACKED:
@@ -138,15 +143,18 @@ class RateLimiter:
             )
 
 
-def redact_query(query: str) -> str:
-    """A query string with any `token=` value hidden, for logs."""
-    if "token=" not in query:
-        return query
-    parts = []
-    for part in query.split("&"):
-        name, sep, _ = part.partition("=")
-        parts.append(f"{name}=[redacted]" if sep and name.endswith("token") else part)
-    return "&".join(parts)
+def rate_key(address: str) -> str:
+    """Whose bucket an address counts against: an IPv4 address as is, an IPv6 one by its
+    /64 (one host commonly holds a whole /64, and could pick a new address per attempt)."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
 
 
 def header_map(headers: Iterable[tuple[bytes, bytes]]) -> Mapping[str, str]:

@@ -159,6 +159,7 @@ class Settings:
         ("http://localhost:3000", "http://127.0.0.1:3000"), _origins
     )
     history_size: int = setting(1000, _count)
+    history_ttl: float = setting(0.0, _seconds)  # 0: no age limit
     history_bytes: int = setting(64 << 20, _count)
     backlog_bytes: int = setting(32 << 20, _count)
     client_buffer: int = setting(256, _count)

@@ -47,7 +47,7 @@ async def subscribe(request: Request) -> Response | EventStream:
     try:
         admission = admit(request, "sse")
     except Refused as refusal:
-        request.app.state.metrics.disconnects.labels(str(refusal.code)).inc()
+        request.app.state.metrics.disconnected(refusal.code)
         logger.warning(
             "sse subscriber %s refused: %d %s",
             client_address(request),
@@ -94,8 +94,7 @@ class EventStream:
                 await transport.close(CloseCode.NORMAL)
         finally:
             slot.release()
-            label = str(code if code is not None else CloseCode.NORMAL)
-            self.hub.metrics.disconnects.labels(label).inc()
+            self.hub.metrics.disconnected(code if code is not None else CloseCode.NORMAL)
 
 
 async def _until_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

@@ -10,6 +10,7 @@ interface and is handed what it needs; it knows nothing of the hub.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -28,7 +29,7 @@ from .transports import STALL_SECONDS, Transport
 
 logger = logging.getLogger("wsbroadcast.hub")
 
-REPLAY_CHUNK = 100  # events read from history at a time during a resume
+REPLAY_CHUNK = 100  # events read from history at a time during a resume or a rewind
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class Request:
     types: frozenset[str] | None = None
     post_id: str | None = None
     expires_at: float | None = None  # wall-clock time the subscriber's token expires
+    rewind: int | None = None  # begin with the last N events that pass the filters
+    readers: bool = False  # also receive the post's reader counts (needs post_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,8 @@ class Subscription:
         self.transport = transport
         self._needs = needs
         self._types = request.types
-        self._post_id = request.post_id
+        self.post_id = request.post_id  # the hub indexes subscribers by it
+        self.wants_readers = request.readers
         self._filtered = request.types is not None or request.post_id is not None
         self._expires_at = request.expires_at
         # The bounded buffer, made the first time a write must wait: most subscribers
@@ -70,6 +74,7 @@ class Subscription:
         self.idle = False  # True while the writer waits with nothing to do
         self.replaying = True  # live events wait in `pending` until history is sent
         self.pending: list[Event] = []
+        self._count_waiting: Event | None = None  # the newest reader count offered meanwhile
         self.lagging = False  # `pending` overflowed during replay: read more history
         self.close_code: CloseCode | None = None
         self.stalled = False  # closed because a write stalled: cut, do not say goodbye
@@ -88,13 +93,19 @@ class Subscription:
             return True
         if self._types is not None and event.type not in self._types:
             return False
-        return self._post_id is None or event.post_id is None or event.post_id == self._post_id
+        return self.post_id is None or event.post_id is None or event.post_id == self.post_id
 
     def offer(self, event: Event, now: float) -> bool:
-        """Deliver now, or buffer; never blocks. True when the event was written."""
-        if self._filtered and not self.wants(event):
+        """Deliver now, or buffer; never blocks. True when the event was written.
+
+        Only for events the subscriber's post_id lets through (the hub's index sees to it).
+        """
+        # The hub offers a subscriber with a post_id only its post's events and those with
+        # none (its index): of the filters, only `types` is left to check here.
+        types = self._types
+        if types is not None and event.type not in types and event.id is not None:
             return False
-        if self._replayed_to is not None:
+        if self._replayed_to is not None and _in_stream(event):
             # Events appended before the replay read them may still be on their way
             # through the hub: pass only those newer than the last replayed.
             if not _newer(event, self._replayed_to):
@@ -115,7 +126,9 @@ class Subscription:
             self.idle = False  # the socket is busy: the writer takes it, and the rest in order
             self._queue(event)
         elif self.replaying:
-            if len(self.pending) < self._needs.buffer_size:
+            if not _in_stream(event):  # a reader count: in no history, only the newest matters
+                self._count_waiting = event
+            elif len(self.pending) < self._needs.buffer_size:
                 self.pending.append(event)
             else:  # history still has them: the replay reads further instead
                 self.pending.clear()
@@ -153,11 +166,14 @@ class Subscription:
         if self._writing is not None:
             self._writing.cancel()  # a stalled write must not hold up the close
 
-    async def run(self, since: str | None) -> CloseCode | None:
-        """Replay after `since`, then write live events until closed; the close code."""
+    async def run(self, since: str | None, rewind: int | None = None) -> CloseCode | None:
+        """Replay after `since` (else the last `rewind` events), then write live events
+        until closed; the close code."""
         try:
             if since is not None:
                 await self._replay(since)
+            elif rewind is not None:
+                await self._rewind(rewind)
             else:
                 self._go_live(None)
             await self._pump()
@@ -179,6 +195,11 @@ class Subscription:
         batch = await broker.read_after(position, REPLAY_CHUNK) if position else None
         if batch is not None:
             self._needs.metrics.resumes.labels("replayed").inc()
+        await self._catch_up(position, batch)
+
+    async def _catch_up(self, position: Position | None, batch: list[Event] | None) -> None:
+        """Write `batch` and history after it until caught up with `pending`; go live."""
+        broker = self._needs.broker
         while self.close_code is None:
             if batch is None:  # not in history (or expired while we replayed): resync
                 position = await self._resync()
@@ -192,6 +213,30 @@ class Subscription:
             self.lagging = False
             batch = await broker.read_after(position, REPLAY_CHUNK)
         self._go_live(position)
+
+    async def _rewind(self, count: int) -> None:
+        """The last `count` events that pass the filters, read backwards in chunks, then
+        live from the stream's head as it was at the first read: the seam of `since`."""
+        broker = self._needs.broker
+        found: list[Event] = []
+        head: Position | None = None
+        before: Position | None = None
+        while len(found) < count and self.close_code is None:
+            recent = await broker.read_before(before, REPLAY_CHUNK)
+            if recent is None:  # the stream was lost meanwhile: the hub sends a resync
+                break
+            head = head or recent.head
+            found[:0] = [event for event in recent.events if self.wants(event)]
+            if len(recent.events) < REPLAY_CHUNK:
+                break  # the start of history, or of its age limit
+            before = recent.events[0].position
+        for event in found[-count:]:
+            await self._write(event)
+        if self.lagging and head is not None:  # live events overflowed `pending`: read them
+            self.lagging = False
+            await self._catch_up(head, await broker.read_after(head, REPLAY_CHUNK))
+        else:
+            self._go_live(head)
 
     async def _resync(self) -> Position | None:
         head = await self._needs.broker.head()
@@ -210,6 +255,10 @@ class Subscription:
             if position is None or _newer(event, position):
                 self._replayed_to = None
                 self._queue(event)  # pending never holds more than the buffer
+        count, self._count_waiting = self._count_waiting, None
+        if count is not None:
+            with contextlib.suppress(anyio.WouldBlock):  # no room: the next change comes
+                self._queue(count)
 
     async def _pump(self) -> None:
         # Items stay in the buffer until taken with receive_nowait(): waiting on the
@@ -307,6 +356,12 @@ def _later(a: Position | None, b: Position | None) -> Position | None:
     if a.epoch != b.epoch:
         return b
     return a if a.place > b.place else b
+
+
+def _in_stream(event: Event) -> bool:
+    """Whether an event has a place in the stream (a resync names one); a reader count
+    has none, and passes the replay's seam untouched."""
+    return event.position is not None or event.type == "resync"
 
 
 def _newer(event: Event, position: Position) -> bool:

@@ -236,6 +236,8 @@ WEBSOCKET_NAMES = (
     "send",
     "handle_connect",
     "handle_ping",
+    "handshake_initiated",
+    "handshake_complete",
     "connection_made",
     "connection_lost",
     "pause_writing",
@@ -314,6 +316,17 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if getattr(response, "status_code", None) == 101 and isinstance(scope, dict):
             scope.setdefault("extensions", {})[CONNECTION] = self
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # websockets refused the request itself (a request line over 8 KiB, headers too
+        # large, not HTTP): its 414 or 431 is queued, and uvicorn never writes it, so the
+        # connection would hang open with no answer.
+        if self.conn.handshake_exc is not None and not self.handshake_initiated:
+            if not self.close_sent:
+                self.transport.write(b"".join(self.conn.data_to_send()))
+                self.handshake_complete = self.close_sent = True
+                self.transport.close()
 
     def handle_ping(self) -> None:
         super().handle_ping()
@@ -419,8 +432,9 @@ def check_uvicorn() -> list[str]:
         missing = []
         ws = WebSocketsSansIOProtocol(config, state, {}, _loop=loop)
         missing += [f"WebSocketsSansIOProtocol.{n}" for n in WEBSOCKET_NAMES if not hasattr(ws, n)]
-        if not hasattr(getattr(ws, "conn", None), "extensions"):
-            missing.append("WebSocketsSansIOProtocol.conn.extensions")
+        for name in ("extensions", "handshake_exc"):
+            if not hasattr(getattr(ws, "conn", None), name):
+                missing.append(f"WebSocketsSansIOProtocol.conn.{name}")
         http = HttpToolsProtocol(config, state, {}, _loop=loop)
         missing += [f"HttpToolsProtocol.{n}" for n in HTTP_NAMES if not hasattr(http, n)]
         return missing

@@ -102,6 +102,15 @@ describe('subscribeUrl', () => {
     expect(url.searchParams.get('post_id')).toBe('p&1');
   });
 
+  it('adds rewind only with no since, and readers=1 only with a post_id', () => {
+    const first = new URL(subscribeUrl(base, { postId: 'p1', rewind: 20, readers: true }));
+    expect(Object.fromEntries(first.searchParams)).toEqual({ post_id: 'p1', rewind: '20', readers: '1' });
+    const resumed = new URL(subscribeUrl(base, { since: 'e1-9', postId: 'p1', rewind: 20, readers: true }));
+    expect(Object.fromEntries(resumed.searchParams)).toEqual({ since: 'e1-9', post_id: 'p1', readers: '1' });
+    // readers=1 without post_id is a 4400: never sent.
+    expect(subscribeUrl(base, { readers: true })).toBe(base);
+  });
+
   it('offers the token as a subprotocol beside wsbroadcast', () => {
     expect(subprotocols('a.b.c')).toEqual(['wsbroadcast', 'bearer.a.b.c']);
   });

@@ -6,7 +6,7 @@ between instances. The hub knows only the `Broker` protocol below.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +30,33 @@ class NewEpoch:
     head: str
 
 
+@dataclass(frozen=True, slots=True)
+class Recent:
+    """What `read_before` found: events oldest first, and the stream's newest position
+    when they were read (where a subscriber that rewinds goes live from)."""
+
+    events: list[Event]
+    head: Position
+
+
+class SharedCounts(Protocol):
+    """Reader counts shared by the instances on one broker (see `readers`)."""
+
+    async def exchange(
+        self, changed: Mapping[str, int], local: Mapping[str, int]
+    ) -> dict[str, int]:
+        """Share this instance's `changed` counts (0: none left), or all of `local` when
+        the shared copy was lost; the other live instances' counts, summed.
+
+        Counts are by post_id, with every subscriber under the key "". Raises `Unavailable`.
+        """
+        ...
+
+    async def leave(self) -> None:
+        """Take this instance's counts out at once (a goodbye at shutdown); never raises."""
+        ...
+
+
 class Broker(Protocol):
     async def seen(self, key: str) -> list[str] | None:
         """The ids a key accepted in the last 10 minutes was answered with, else None."""
@@ -50,6 +77,18 @@ class Broker(Protocol):
         """
         ...
 
+    async def read_before(self, before: Position | None, limit: int) -> Recent | None:
+        """Up to `limit` of the newest events before `before` (None: the newest of all),
+        oldest first, none older than the history's age limit.
+
+        None when `before` is of another epoch than the stream's.
+        """
+        ...
+
+    def shared_counts(self) -> SharedCounts | None:
+        """Where reader counts meet other instances' (None: this process is alone)."""
+        ...
+
     def tail(self) -> AsyncIterator[list[Event] | NewEpoch]:
         """Every batch appended from now on, in id order, for this instance's hub."""
         ...
@@ -66,13 +105,20 @@ class Broker(Protocol):
 
 
 def from_url(
-    url: str, history_size: int, history_bytes: int = 64 << 20, backlog_bytes: int = 32 << 20
+    url: str,
+    history_size: int,
+    history_bytes: int = 64 << 20,
+    backlog_bytes: int = 32 << 20,
+    history_ttl: float = 0.0,
 ) -> Broker:
-    """The broker for a `WSB_BROKER_URL`; redis is imported only when asked for."""
+    """The broker for a `WSB_BROKER_URL`; redis is imported only when asked for.
+
+    `history_ttl`: seconds an event stays replayable (0: no age limit).
+    """
     if url == "memory://":
         from .memory import MemoryBroker
 
-        return MemoryBroker(history_size, history_bytes, backlog_bytes)
+        return MemoryBroker(history_size, history_bytes, backlog_bytes, history_ttl)
     from .redis import RedisBroker
 
-    return RedisBroker(url, history_size)
+    return RedisBroker(url, history_size, history_ttl)

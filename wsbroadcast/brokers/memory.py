@@ -1,7 +1,8 @@
 """The embedded broker: one process, history in a ring buffer, a new epoch at each start.
 
 Memory is bounded by bytes as well as by count: history by `history_bytes`, events
-waiting for the hub by `backlog_bytes`, idempotency keys by KEY_BYTES.
+waiting for the hub by `backlog_bytes`, idempotency keys by KEY_BYTES. With an age limit
+(`history_ttl`), events older than it leave the front of the ring, at appends and reads.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..errors import Unavailable
 from ..events import Draft, Event, Position, make_event
-from . import IDEMPOTENCY_SECONDS, Appended, NewEpoch
+from . import IDEMPOTENCY_SECONDS, Appended, NewEpoch, Recent, SharedCounts
 
 MAX_KEYS = 100_000  # idempotency keys kept at most; the oldest go first
 KEY_BYTES = 32 << 20  # and their answers' bytes at most (a 500-event batch's: about 3 KB)
@@ -33,9 +34,14 @@ def cost(event: Event) -> int:
 
 class MemoryBroker:
     def __init__(
-        self, history_size: int, history_bytes: int = 64 << 20, backlog_bytes: int = 32 << 20
+        self,
+        history_size: int,
+        history_bytes: int = 64 << 20,
+        backlog_bytes: int = 32 << 20,
+        history_ttl: float = 0.0,
     ) -> None:
         self.epoch = secrets.token_hex(4)
+        self._ttl_ms = round(history_ttl * 1000)  # 0: no age limit
         self._history: deque[Event] = deque()
         self._history_size = history_size
         self._history_bytes = history_bytes
@@ -75,6 +81,7 @@ class MemoryBroker:
             raise Unavailable("the hub is saturated; retry shortly")
         for event in events:
             self._keep(event)
+        self._expire()
         self._waiting += size
         sender.send_nowait(events)
         ids = [event.id or "" for event in events]
@@ -92,6 +99,18 @@ class MemoryBroker:
             oldest = history.popleft()
             self._held -= cost(oldest)
             self._floor = oldest.position or self._floor
+
+    def _expire(self) -> None:
+        """Drop events past the age limit from the front: their age is their id's ms part,
+        the wall-clock time they were accepted at."""
+        if not self._ttl_ms:
+            return
+        oldest_kept = time.time_ns() // 1_000_000 - self._ttl_ms
+        history = self._history
+        while history and _place(history[0])[0] < oldest_kept:
+            aged = history.popleft()
+            self._held -= cost(aged)
+            self._floor = aged.position or self._floor
 
     def _next_position(self) -> Position:
         ms = time.time_ns() // 1_000_000
@@ -139,6 +158,7 @@ class MemoryBroker:
             self._drop_oldest_key()
 
     async def read_after(self, position: Position, limit: int) -> list[Event] | None:
+        self._expire()  # a quiet stream ages too
         if position.epoch != self.epoch or position.place > self._last.place:
             return None
         if position.place == self._floor.place:
@@ -147,6 +167,17 @@ class MemoryBroker:
         if index == len(self._history) or _place(self._history[index]) != position.place:
             return None  # older than the floor: expired
         return list(islice(self._history, index + 1, index + 1 + limit))
+
+    async def read_before(self, before: Position | None, limit: int) -> Recent | None:
+        self._expire()
+        if before is not None and before.epoch != self.epoch:
+            return None
+        history = self._history
+        end = len(history) if before is None else bisect_left(history, before.place, key=_place)
+        return Recent(list(islice(history, max(0, end - limit), end)), self._last)
+
+    def shared_counts(self) -> SharedCounts | None:
+        return None  # one process: its own counts are all there are
 
     def tail(self) -> AsyncIterator[list[Event] | NewEpoch]:
         return self

@@ -21,8 +21,18 @@ from redis.exceptions import RedisError
 
 from ..errors import Unavailable
 from ..events import Draft, Event, Position
-from . import IDEMPOTENCY_SECONDS, Appended, NewEpoch
-from .redis_scripts import APPEND_SCRIPT, HEAD_SCRIPT, READ_SCRIPT, entry, event, fields, stream_id
+from . import IDEMPOTENCY_SECONDS, Appended, NewEpoch, Recent, SharedCounts
+from .redis_counts import RedisCounts
+from .redis_scripts import (
+    APPEND_SCRIPT,
+    HEAD_SCRIPT,
+    READ_BEFORE_SCRIPT,
+    READ_SCRIPT,
+    entry,
+    event,
+    fields,
+    stream_id,
+)
 from .redis_tail import BLOCK_MS, Entries, Tail
 
 logger = logging.getLogger("wsbroadcast.redis")
@@ -37,8 +47,9 @@ POOL_SIZE = 64  # connections for publishing, resume and head; more publishers w
 
 
 class RedisBroker:
-    def __init__(self, url: str, history_size: int) -> None:
+    def __init__(self, url: str, history_size: int, history_ttl: float = 0.0) -> None:
         self._history_size = history_size
+        self._ttl_ms = round(history_ttl * 1000)  # 0: no age limit
         self._redis = Redis.from_pool(
             BlockingConnectionPool.from_url(
                 url,
@@ -63,6 +74,8 @@ class RedisBroker:
         self._head = self._redis.register_script(HEAD_SCRIPT)
         self._append = self._redis.register_script(APPEND_SCRIPT)
         self._read = self._redis.register_script(READ_SCRIPT)
+        self._read_before = self._redis.register_script(READ_BEFORE_SCRIPT)
+        self._counts = RedisCounts(self._redis)
         self._begun = anyio.Event()  # the tail knows where it starts reading
         self._reading = False  # the tail's last command succeeded
         # Redis's clock minus our monotonic one, in seconds: deadlines in Redis's terms.
@@ -88,11 +101,12 @@ class RedisBroker:
             self._history_size,
             int(IDEMPOTENCY_SECONDS),
         ]
+        ttl = self._ttl_ms
         async with _bounded("publish"):
             await self._await_tail()
             late = 0 if self._clock_offset is None else deadline + self._clock_offset
             sent = time.monotonic()
-            reply = await self._append(keys=keys, args=[*args, int(late * 1e6), *blobs])
+            reply = await self._append(keys=keys, args=[*args, int(late * 1e6), ttl, *blobs])
         status, joined, seconds, micros = (item.decode() for item in reply)
         self._learn_clock(sent, time.monotonic(), seconds, micros)
         if status == "late":
@@ -103,7 +117,8 @@ class RedisBroker:
         since = f"{position.ms}-{position.seq}"
         async with _bounded("resume"):
             await self._await_tail()
-            reply = await self._read(keys=[STREAM, EPOCH], args=[position.epoch, since, limit])
+            args: list[str | int] = [position.epoch, since, limit, self._ttl_ms]
+            reply = await self._read(keys=[STREAM, EPOCH], args=args)
         if not reply:
             return None  # another epoch, or the stream is gone
         last, deleted = stream_id(reply[0]), stream_id(reply[1])
@@ -114,9 +129,32 @@ class RedisBroker:
         # the oldest kept one (the floor), or the last id; and nothing newer deleted.
         if here > last or here < deleted:
             return None
+        if reply[5] and here < stream_id(reply[5]):
+            return None  # what came after `since` is past the age limit
         if not (reply[3] or here == floor or here == last):
             return None
         return [event(position.epoch, entry(i, fields(f))) for i, f in reply[4]]
+
+    async def read_before(self, before: Position | None, limit: int) -> Recent | None:
+        args: list[str | int] = [
+            secrets.token_hex(4),
+            "" if before is None else before.epoch,
+            "" if before is None else f"{before.ms}-{before.seq}",
+            limit,
+            self._ttl_ms,
+        ]
+        async with _bounded("rewind"):
+            await self._await_tail()
+            reply = await self._read_before(keys=[STREAM, EPOCH], args=args)
+        if not reply:
+            return None  # the stream was lost between two reads
+        epoch = reply[0].decode()
+        last = stream_id(reply[1])
+        found = [event(epoch, entry(i, fields(f))) for i, f in reversed(reply[2])]
+        return Recent(found, Position(epoch, *last))
+
+    def shared_counts(self) -> SharedCounts | None:
+        return self._counts
 
     def tail(self) -> AsyncIterator[list[Event] | NewEpoch]:
         return Tail(self)

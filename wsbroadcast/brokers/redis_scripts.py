@@ -24,6 +24,14 @@ local function info(stream)
   return out
 end
 
+-- The oldest stream id an age limit of `ttl` ms keeps (`-` with none), by Redis's clock.
+local function min_id(ttl)
+  if ttl <= 0 then return '-' end
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - ttl
+  return string.format('%.0f', ms) .. '-0'
+end
+
 local function ensure(stream, epoch_key, fresh)
   local epoch = redis.call('GET', epoch_key)
   if epoch and redis.call('EXISTS', stream) == 1 then return epoch end
@@ -48,7 +56,8 @@ return {epoch, info(KEYS[1])['last-generated-id'], now[1], now[2]}
 
 # KEYS: stream, epoch, and the idempotency key if there is one.
 # ARGV: an epoch to create if there is none, history size, key seconds, deadline in
-# microseconds of Redis's clock (0: none), then one JSON event per entry.
+# microseconds of Redis's clock (0: none), age limit in ms (0: none), then one JSON event
+# per entry. Entries past the age limit are trimmed with the append, atomically.
 # Each entry holds its epoch, the id before it (so a reader sees any gap) and how many
 # entries of its batch come after it (so a reader hands on whole batches).
 # Returns {status, ids joined by spaces, Redis's clock}: status is new, repeat or late.
@@ -68,21 +77,24 @@ end
 local epoch = ensure(KEYS[1], KEYS[2], ARGV[1])
 local prev = info(KEYS[1])['last-generated-id']
 local ids = {}
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   prev = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
     'epoch', epoch, 'prev', prev, 'left', #ARGV - i, 'event', ARGV[i])
   ids[#ids + 1] = epoch .. ':' .. prev
 end
+local oldest = min_id(tonumber(ARGV[5]))
+if oldest ~= '-' then redis.call('XTRIM', KEYS[1], 'MINID', '~', oldest) end
 local joined = table.concat(ids, ' ')
 if KEYS[3] then redis.call('SET', KEYS[3], joined, 'EX', ARGV[3]) end
 return {'new', joined, now[1], now[2]}
 """
 )
 
-# KEYS: stream, epoch. ARGV: epoch, since (ms-seq), limit.
+# KEYS: stream, epoch. ARGV: epoch, since (ms-seq), limit, age limit in ms (0: none).
 # {} when the epoch is not the stream's; else the stream's last id, the newest id deleted
-# from it, the id before its first entry ('' when empty), whether `since` is an entry, and
-# up to `limit` entries after `since`.
+# from it, the id before its first entry ('' when empty), whether `since` is an entry, up
+# to `limit` entries after `since`, and the newest entry past the age limit ('' if none):
+# a quiet stream is trimmed by age only at the next append, so it counts as deleted.
 READ_SCRIPT = (
     "#!lua flags=no-writes,allow-oom\n"
     + _LUA
@@ -100,7 +112,32 @@ if s['first-entry'] then
 end
 local here = #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 local after = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
-return {s['last-generated-id'], s['max-deleted-entry-id'], floor, here, after}
+local aged = ''
+local oldest = min_id(tonumber(ARGV[4]))
+if oldest ~= '-' then
+  local old = redis.call('XREVRANGE', KEYS[1], '(' .. oldest, '-', 'COUNT', 1)
+  if old[1] then aged = old[1][1] end
+end
+return {s['last-generated-id'], s['max-deleted-entry-id'], floor, here, after, aged}
+"""
+)
+
+# KEYS: stream, epoch. ARGV: an epoch to create if there is none, the epoch expected (''
+# when any), before (ms-seq, exclusive; '' for the newest), limit, age limit in ms (0: none).
+# {} when the epoch is not the one expected; else the epoch, the stream's last id, and up
+# to `limit` of the newest entries before `before` within the age limit, newest first.
+READ_BEFORE_SCRIPT = (
+    "#!lua flags=allow-oom\n"
+    + _LUA
+    + """
+local epoch = ensure(KEYS[1], KEYS[2], ARGV[1])
+if ARGV[2] ~= '' and ARGV[2] ~= epoch then return {} end
+local last = info(KEYS[1])['last-generated-id']
+local high = '+'
+if ARGV[3] ~= '' then high = '(' .. ARGV[3] end
+local entries = redis.call('XREVRANGE', KEYS[1], high, min_id(tonumber(ARGV[5])),
+  'COUNT', ARGV[4])
+return {epoch, last, entries}
 """
 )
 

@@ -22,7 +22,7 @@ import {
   type TokenProvider,
   type Transport,
 } from '@/lib/connection';
-import { isRelativeUrl, resolveSubscribeUrl, sseUrlFor, subscribeUrl } from '@/lib/protocol';
+import { isRelativeUrl, MAX_REWIND, resolveSubscribeUrl, sseUrlFor, subscribeUrl } from '@/lib/protocol';
 import { canShareAcrossTabs, type Source, TabGroup } from '@/lib/tabs';
 
 export type { ConnectionStatus, DisconnectInfo, Token, TokenProvider, Transport } from '@/lib/connection';
@@ -53,13 +53,29 @@ export interface UseWebSocketOptions extends ConnectionHandlers {
   types?: readonly string[];
   /** Deliver only events of this post (and those with no `post_id`, such as system notices). */
   postId?: string;
+  /**
+   * With no position to resume from, begin with the last N (1 to 100) events that pass the
+   * filters (`rewind=N`): a page's recent activity with no server render. A reconnect
+   * resumes from its position instead. Sets the default `storageKey` to null, so that each
+   * page load rewinds.
+   */
+  rewind?: number;
+  /**
+   * Receive this post's live reader count (`readers=1`, needs `postId`) through `onReaders`.
+   * The service counts each socket as one reader, so the default `shareAcrossTabs` becomes
+   * false: each tab is a reader of its own.
+   */
+  readers?: boolean;
   /** Sent as the `bearer.<jwt>` subprotocol (over `/sse`, as `token=`); see `TokenProvider`. */
   getToken?: TokenProvider;
   /** Where to start when this tab has no stored position: a server-rendered `/events/head`. */
   since?: string | null;
-  /** sessionStorage key for the last id; default derived from the URL and filters; null: none. */
+  /** sessionStorage key for the last id; default derived from the URL and filters (null with `rewind`); null: none. */
   storageKey?: string | null;
-  /** Share one connection among the tabs of this origin (Web Locks + BroadcastChannel). Default true. */
+  /**
+   * Share one connection among the tabs of this origin (Web Locks + BroadcastChannel).
+   * Default true, false with `readers` (shared, the tabs would count as one reader).
+   */
   shareAcrossTabs?: boolean;
   /** `/sse` URL to read when the WebSocket cannot open; default beside `url`; null: no fallback. */
   sseUrl?: string | null;
@@ -112,6 +128,12 @@ export function lastEventIdKey(url: string, types?: readonly string[], postId?: 
   return `wsbroadcast:last-event-id:${target}`;
 }
 
+/** Tabs share a connection only when they ask for the very same stream. */
+function groupName(url: string, settings: ConnectionSettings): string {
+  const extra = `${settings.rewind ? `&rewind=${settings.rewind}` : ''}${settings.readers ? '&readers=1' : ''}`;
+  return `${lastEventIdKey(url, settings.types, settings.postId)}${extra}`;
+}
+
 /**
  * Check the URL where the hook is configured. In the browser a relative URL is resolved
  * against the page; on the server (no page yet) only its shape can be checked.
@@ -139,9 +161,11 @@ export function useWebSocket(
   const {
     types,
     postId,
+    rewind,
+    readers = false,
     since = null,
     enabled = true,
-    shareAcrossTabs = true,
+    shareAcrossTabs = !readers,
     reconnectAttempts = Number.POSITIVE_INFINITY,
     reconnectInterval = DEFAULT_BASE_DELAY_MS,
     maxReconnectInterval = DEFAULT_MAX_DELAY_MS,
@@ -151,12 +175,17 @@ export function useWebSocket(
     retryWebSocketAfter = DEFAULT_RETRY_WEBSOCKET_AFTER_MS,
   } = options;
   const url = useMemo(() => checkedUrl(options.url), [options.url]);
+  if (rewind !== undefined && !(Number.isInteger(rewind) && rewind >= 1 && rewind <= MAX_REWIND)) {
+    // The service would close with 4400 and the hook stop: say so where it is configured.
+    throw new RangeError(`useWebSocket: rewind must be an integer from 1 to ${MAX_REWIND}, not ${rewind}`);
+  }
   const sseUrl = useMemo(() => {
     if (options.sseUrl === null) return null;
     if (options.sseUrl !== undefined) return options.sseUrl;
     return isRelativeUrl(url) ? null : sseUrlFor(url); // server render: decided in the browser
   }, [options.sseUrl, url]);
-  const storageKey = options.storageKey === undefined ? lastEventIdKey(url, types, postId) : options.storageKey;
+  const storageKey =
+    options.storageKey !== undefined ? options.storageKey : rewind ? null : lastEventIdKey(url, types, postId);
 
   const [status, setStatus] = useState<ConnectionStatus>(enabled ? 'connecting' : 'idle');
   const [transport, setTransport] = useState<Transport>('websocket');
@@ -179,6 +208,8 @@ export function useWebSocket(
     sseUrl,
     typesKey,
     postId ?? '',
+    rewind ?? 0,
+    readers,
     storageKey,
     shareAcrossTabs,
     reconnectAttempts,
@@ -216,6 +247,8 @@ export function useWebSocket(
       sseUrl: sseUrl ?? (options.sseUrl === null ? null : sseUrlFor(resolvedUrl)),
       types: typesKey ? typesKey.split(',') : undefined,
       postId,
+      rewind,
+      readers,
       since: readStored(storageKey) ?? since,
       reconnectAttempts,
       reconnectInterval,
@@ -239,7 +272,7 @@ export function useWebSocket(
     };
     const source: Source =
       shareAcrossTabs && canShareAcrossTabs()
-        ? new TabGroup(`wsbroadcast:${lastEventIdKey(resolvedUrl, settings.types, postId)}`, settings, sink)
+        ? new TabGroup(`wsbroadcast:${groupName(resolvedUrl, settings)}`, settings, sink)
         : new Connection(settings, sink);
     const live: Live = { key: liveKey, source, disposing: false };
     liveRef.current = live;

@@ -4,9 +4,9 @@
  */
 
 import { DEFAULT_WS_URL } from '@/lib/defaults';
-import { isRelativeUrl, resolveSubscribeUrl, SubscribeUrlError } from '@/lib/protocol';
+import { httpBaseFromWs, isRelativeUrl, resolveSubscribeUrl, SubscribeUrlError } from '@/lib/protocol';
 
-export { DEFAULT_WS_URL };
+export { DEFAULT_WS_URL, httpBaseFromWs };
 const HEAD_TIMEOUT_MS = 2_000;
 
 export interface RealtimeConfig {
@@ -23,15 +23,6 @@ function env(name: string): string | undefined {
   return value ? value : undefined;
 }
 
-/** `ws://host:8000/api/v1/ws` -> `http://host:8000/api/v1` (wss -> https). */
-export function httpBaseFromWs(wsUrl: string): string {
-  const url = new URL(wsUrl);
-  url.protocol = url.protocol === 'wss:' ? 'https:' : 'http:';
-  url.pathname = url.pathname.replace(/\/ws\/?$/, '');
-  url.search = '';
-  url.hash = '';
-  return url.toString().replace(/\/$/, '');
-}
 
 /**
  * The settings, checked: a `NEXT_PUBLIC_WS_URL` that cannot work (another scheme, no host)

@@ -61,7 +61,11 @@ export interface ConnectionSettings {
   sseUrl: string | null;
   types?: readonly string[];
   postId?: string;
-  /** Where to start: the stored or server-rendered position; null: live only. */
+  /** With no position yet, begin with the last N matching events (`rewind=N`). */
+  rewind?: number;
+  /** Ask for the post's reader counts (`readers=1`, with `postId`). */
+  readers?: boolean;
+  /** Where to start: the stored or server-rendered position; null: live only (or `rewind`). */
   since: string | null;
   reconnectAttempts: number;
   reconnectInterval: number;
@@ -104,7 +108,8 @@ function isThenable<T>(value: T | Promise<T>): value is Promise<T> {
 
 /** The `/sse` URL with the same resume point and filters; the token rides in the query (EventSource sends no header). */
 function sseTarget(url: string, since: string | null, settings: ConnectionSettings, token: string | null): string {
-  const target = new URL(subscribeUrl(url, { since, types: settings.types, postId: settings.postId }));
+  const { types, postId, rewind, readers } = settings;
+  const target = new URL(subscribeUrl(url, { since, types, postId, rewind, readers }));
   if (token) target.searchParams.set('token', token);
   return target.toString();
 }
@@ -256,8 +261,8 @@ export class Connection {
   }
 
   private openWebSocket(token: string | null): void {
-    const { url, types, postId } = this.settings;
-    const target = subscribeUrl(url, { since: this.position, types, postId });
+    const { url, types, postId, rewind, readers } = this.settings;
+    const target = subscribeUrl(url, { since: this.position, types, postId, rewind, readers });
     const ws = token ? new WebSocket(target, subprotocols(token)) : new WebSocket(target);
     this.ws = ws;
     ws.onopen = () => {

@@ -175,14 +175,27 @@ export interface SubscribeParams {
   since?: string | null;
   types?: readonly string[];
   postId?: string;
+  /** Begin with the last N (1 to 100) matching events; sent only when there is no `since`. */
+  rewind?: number;
+  /** Also receive the post's reader counts (`readers=1`; needs `postId`). */
+  readers?: boolean;
 }
 
-/** The subscribe URL with `since`, `types` and `post_id`; the URL unchanged when none is set. */
+/** The largest `rewind` the service takes. */
+export const MAX_REWIND = 100;
+
+/**
+ * The subscribe URL with `since`, `types`, `post_id`, `rewind` and `readers`; the URL
+ * unchanged when none is set. `rewind` goes only on a connection with no `since`: the first
+ * one of a page; a reconnect resumes from its position, it does not rewind again.
+ */
 export function subscribeUrl(url: string, params: SubscribeParams): string {
   const query: [string, string][] = [];
   if (params.since) query.push(['since', params.since]);
   if (params.types && params.types.length > 0) query.push(['types', params.types.join(',')]);
   if (params.postId) query.push(['post_id', params.postId]);
+  if (params.rewind && !params.since) query.push(['rewind', String(params.rewind)]);
+  if (params.readers && params.postId) query.push(['readers', '1']);
   if (query.length === 0) return url;
   const target = new URL(url);
   for (const [name, value] of query) target.searchParams.set(name, value);
@@ -241,4 +254,14 @@ export function sseUrlFor(wsUrl: string): string | null {
   target.protocol = target.protocol === 'wss:' ? 'https:' : 'http:';
   target.pathname = target.pathname.replace(/\/ws\/?$/, '/sse');
   return target.toString();
+}
+
+/** `ws://host:8000/api/v1/ws` -> `http://host:8000/api/v1` (wss -> https): the HTTP API beside it. */
+export function httpBaseFromWs(wsUrl: string): string {
+  const url = new URL(wsUrl);
+  url.protocol = url.protocol === 'wss:' ? 'https:' : 'http:';
+  url.pathname = url.pathname.replace(/\/ws\/?$/, '');
+  url.search = '';
+  url.hash = '';
+  return url.toString().replace(/\/$/, '');
 }

@@ -15,10 +15,11 @@ import {
   useEffect,
   useMemo,
   useRef,
+  useState,
 } from 'react';
 
 import { type ConnectionStatus, type Transport, useWebSocket } from '@/hooks/useWebSocket';
-import type { ResyncInfo, WsEvent } from '@/lib/protocol';
+import type { ReadersInfo, ResyncInfo, WsEvent } from '@/lib/protocol';
 
 /** What a listener hears: each event, and each resync (the page refetched; a gap was possible). */
 export type RealtimeSignal = { kind: 'event'; event: WsEvent } | { kind: 'resync'; resync: ResyncInfo };
@@ -35,6 +36,8 @@ export interface RealtimeContextValue {
 const RealtimeContext = createContext<RealtimeContextValue | null>(null);
 /** Apart from the rest, so that only the components that show the position re-render per event. */
 const LastEventIdContext = createContext<string | null>(null);
+/** The post's live reader count (`readers`), apart too: only the count re-renders when it moves. */
+const ReadersContext = createContext<ReadersInfo | null>(null);
 
 /** A resync refreshes the page after a random delay up to this: a new epoch must not refresh every reader at once. */
 export const REFRESH_SPREAD_MS = 3_000;
@@ -46,15 +49,29 @@ export interface RealtimeProviderProps {
   /** Only events of this post (and notices); see `useWebSocket`. */
   postId?: string;
   types?: readonly string[];
+  /** Begin with the post's last N events (`rewind=N`), for a page with no server-rendered history. */
+  rewind?: number;
+  /** Receive the post's reader count (`readers=1`, with `postId`); read it with `useRealtimeReaders()`. */
+  readers?: boolean;
   /** The heartbeat interval assumed until the server states its own (ms). */
   heartbeatInterval?: number;
   children: ReactNode;
 }
 
-export function RealtimeProvider({ url, since, postId, types, heartbeatInterval, children }: RealtimeProviderProps) {
+export function RealtimeProvider({
+  url,
+  since,
+  postId,
+  types,
+  rewind,
+  readers,
+  heartbeatInterval,
+  children,
+}: RealtimeProviderProps) {
   const router = useRouter();
   const listeners = useRef(new Set<RealtimeListener>());
   const refreshTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
+  const [readerCount, setReaderCount] = useState<ReadersInfo | null>(null);
 
   const broadcast = (signal: RealtimeSignal): void => {
     for (const listener of listeners.current) {
@@ -72,8 +89,11 @@ export function RealtimeProvider({ url, since, postId, types, heartbeatInterval,
     since,
     postId,
     types,
+    rewind,
+    readers,
     heartbeatInterval,
     onMessage: (event) => broadcast({ kind: 'event', event }),
+    onReaders: (info) => setReaderCount(info),
     onResync: (resync) => {
       broadcast({ kind: 'resync', resync });
       // Events were missed: render the server components again from fresh data, soon, but
@@ -108,7 +128,9 @@ export function RealtimeProvider({ url, since, postId, types, heartbeatInterval,
   );
   return (
     <RealtimeContext.Provider value={value}>
-      <LastEventIdContext.Provider value={connection.lastEventId}>{children}</LastEventIdContext.Provider>
+      <LastEventIdContext.Provider value={connection.lastEventId}>
+        <ReadersContext.Provider value={readerCount}>{children}</ReadersContext.Provider>
+      </LastEventIdContext.Provider>
     </RealtimeContext.Provider>
   );
 }
@@ -128,6 +150,11 @@ export function useOptionalRealtime(): RealtimeContextValue | null {
 /** The position the page would resume from; the component re-renders as it moves. */
 export function useRealtimeLastEventId(): string | null {
   return useContext(LastEventIdContext);
+}
+
+/** The post's live reader count, once the service has sent one (`readers` on the provider); else null. */
+export function useRealtimeReaders(): ReadersInfo | null {
+  return useContext(ReadersContext);
 }
 
 /** Call `listener` for every event and resync of the page's connection. */
