@@ -95,9 +95,10 @@ up: ## docker compose: redis, two instances and the web app
 down: ## stop the compose stack
 	docker compose down
 
-bench: install ## the benchmark against the seed design (see bench/README.md)
+BENCH_FLAGS ?=
+bench: install ## the benchmark against the seed design (see bench/README.md); BENCH_FLAGS=--long for all
 	$(BIN)/pip install --quiet -e '.[bench]'
 	-$(BIN)/python -m bench.validation  # past 1.2x it exits 1; a noisy neighbour can do that
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_FLAGS)
 
 all: test ## the same as make test

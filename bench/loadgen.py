@@ -16,11 +16,14 @@ import sys
 import time
 from array import array
 from typing import Any
+from urllib.parse import quote
 
 import picows
 import uvloop
 
 MARK = b'"@'  # the send stamp: the string "@1764100000123456" (16 digits of µs)
+SEQ = b'"seq":'  # the publisher's sequence number in `data` (tracked subscribers only)
+ID = b'{"id":"'  # every event frame begins with its id
 TEXT = picows.WSMsgType.TEXT
 CLOSE = picows.WSMsgType.CLOSE
 
@@ -44,6 +47,8 @@ class Worker:
         self.waiter: asyncio.Future[None] | None = None
         self.closes: dict[str, int] = {}
         self.closed_at: list[float] = []
+        self.dropped: list[tuple[str, int]] = []  # (last id, next seq) of each dropped one
+        self.resume_started = 0.0
 
     def reset(self) -> None:
         self.lat = array("q")
@@ -62,9 +67,11 @@ class Subscriber(picows.WSListener):
         self.count = 0
         self.open = False
         self.close_code: int | None = None
+        self.transport: picows.WSTransport | None = None
 
     def on_ws_connected(self, transport: picows.WSTransport) -> None:
         self.open = True
+        self.transport = transport
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
         mt = frame.msg_type
@@ -97,34 +104,177 @@ class Subscriber(picows.WSListener):
             self.w.closed_at.append(time.time())
 
 
-async def connect(worker: Worker, url: str, n: int, concurrency: int) -> dict[str, Any]:
-    """Open n subscribers, at most `concurrency` handshakes in flight."""
+class Tracked(Subscriber):
+    """A subscriber that checks the publisher's `seq` numbers (none missed, none twice) and
+    keeps the last id, to resume with `since` after a drop."""
+
+    def __init__(self, worker: Worker, expect: int = -1, catchup: int = -1) -> None:
+        super().__init__(worker)
+        self.expect = expect  # the next seq due; -1: whatever comes first
+        self.missed = 0
+        self.dups = 0
+        self.last_id = ""
+        self.catchup = catchup  # the seq that means "resumed": the newest one it had missed
+        self.caught_at = 0.0
+        self.connected_at = 0.0
+
+    def on_ws_connected(self, transport: picows.WSTransport) -> None:
+        super().on_ws_connected(transport)
+        self.connected_at = time.time()
+
+    def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+        if frame.msg_type is TEXT:
+            p = frame.get_payload_as_bytes()
+            j = p.find(SEQ)
+            if j >= 0 and p.startswith(ID):
+                k = p.find(b",", j)
+                seq = int(p[j + 6 : k])
+                if self.expect < 0 or seq == self.expect:
+                    pass
+                elif seq < self.expect:
+                    self.dups += 1
+                else:
+                    self.missed += seq - self.expect
+                self.expect = max(self.expect, seq + 1)
+                self.last_id = p[7 : p.find(b'"', 7)].decode()
+                if 0 <= self.catchup <= seq and not self.caught_at:
+                    self.caught_at = time.time()
+        super().on_ws_frame(transport, frame)
+
+
+async def connect(
+    worker: Worker,
+    url: str,
+    n: int,
+    concurrency: int,
+    sources: list[str] | None = None,
+    track: bool = False,
+    resume: list[tuple[str, int]] | None = None,
+    catchup: int = -1,
+    query: str = "",
+) -> dict[str, Any]:
+    """Open n subscribers, at most `concurrency` handshakes in flight; from the source
+    addresses given in turn (bound before connect: each address has its own ephemeral
+    ports); tracked ones check their seq numbers; `resume`: one per (last id, next seq),
+    with `since`."""
     sem = asyncio.Semaphore(concurrency)
     errors: dict[str, int] = {}
     ok = 0
 
-    async def one() -> None:
+    async def one(i: int) -> None:
         nonlocal ok
+        kw: dict[str, Any] = {}
+        if sources:
+            kw["local_addr"] = (sources[i % len(sources)], 0)
+        target = url + query
+        if resume is not None:
+            last_id, expect = resume[i]
+            target = f"{url}?since={quote(last_id, safe='')}"
+
+            def factory() -> Subscriber:
+                return Tracked(worker, expect, catchup)
+        elif track:
+
+            def factory() -> Subscriber:
+                return Tracked(worker)
+        else:
+
+            def factory() -> Subscriber:
+                return Subscriber(worker)
+
         async with sem:
             try:
                 _, sub = await picows.ws_connect(
-                    lambda: Subscriber(worker),
-                    url,
-                    websocket_handshake_timeout=30,
+                    factory,
+                    target,
+                    websocket_handshake_timeout=60,
                     read_buffer_init_size=4096,
                     max_frame_size=1 << 20,
+                    **kw,
                 )
             except Exception as exc:  # counted and reported, never fatal for the run
                 key = type(exc).__name__ + ": " + str(exc)[:80]
                 errors[key] = errors.get(key, 0) + 1
                 return
-            assert isinstance(sub, Subscriber)
+            if not isinstance(sub, Subscriber):  # seen in a storm on a starved machine
+                key = f"ws_connect returned {type(sub).__name__}"
+                errors[key] = errors.get(key, 0) + 1
+                return
             worker.subs.append(sub)
             ok += 1
 
     started = time.time()
-    await asyncio.gather(*(one() for _ in range(n)))
+    await asyncio.gather(*(one(i) for i in range(n)))
     return {"ok": ok, "failed": n - ok, "errors": errors, "started": started, "ended": time.time()}
+
+
+def drop(worker: Worker) -> dict[str, Any]:
+    """Every subscriber goes at once (as browsers do when a deploy cuts them), remembering
+    where it was, to come back with `since`."""
+    worker.dropped = []
+    for s in worker.subs:
+        assert isinstance(s, Tracked), "only tracked subscribers can resume"
+        worker.dropped.append((s.last_id, s.expect))
+        s.open = False  # a close we asked for is not the server's doing
+        if s.transport is not None:
+            s.transport.disconnect()
+    gone = len(worker.subs)
+    worker.subs = []
+    return {"dropped": gone, "without_id": sum(1 for i, _ in worker.dropped if not i)}
+
+
+async def resume(
+    worker: Worker, url: str, concurrency: int, sources: list[str] | None, catchup: int
+) -> dict[str, Any]:
+    """Every dropped subscriber back at once, each with `since` its last id."""
+    worker.resume_started = time.time()
+    got = await connect(
+        worker,
+        url,
+        len(worker.dropped),
+        concurrency,
+        sources,
+        resume=worker.dropped,
+        catchup=catchup,
+    )
+    tracked = [s for s in worker.subs if isinstance(s, Tracked)]
+    connected = sorted(s.connected_at - worker.resume_started for s in tracked)
+    got["connected_s_max"] = round(connected[-1], 3) if connected else None
+    got["connected_s_p50"] = round(connected[len(connected) // 2], 3) if connected else None
+    return got
+
+
+async def wait_seq(
+    worker: Worker, seq: int, within: float, idle: float, latency: bool = True
+) -> dict[str, Any]:
+    """Until every tracked subscriber has had `seq` (or time runs out, or nothing moves for
+    `idle` s): what each missed or got twice, and when each resumed."""
+    tracked = [s for s in worker.subs if isinstance(s, Tracked)]
+    deadline = time.monotonic() + within
+    last_seen, last_change = worker.received, time.monotonic()
+    while any(s.expect <= seq for s in tracked):
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        if worker.received != last_seen:
+            last_seen, last_change = worker.received, now
+        elif now - last_change >= idle:
+            break
+        await asyncio.sleep(0.1)
+    out = stats(worker, with_latency=latency)
+    caught = sorted(s.caught_at - worker.resume_started for s in tracked if s.caught_at)
+    out.update(
+        tracked=len(tracked),
+        missed=sum(s.missed for s in tracked),
+        duplicated=sum(s.dups for s in tracked),
+        with_gap_or_dup=sum(1 for s in tracked if s.missed or s.dups),
+        reached=sum(1 for s in tracked if s.expect > seq),
+        exact=sum(1 for s in tracked if s.expect == seq + 1 and not s.missed and not s.dups),
+        resumed=len(caught),
+        resumed_s_p50=round(caught[len(caught) // 2], 3) if caught else None,
+        resumed_s_max=round(caught[-1], 3) if caught else None,
+    )
+    return out
 
 
 async def wait_for(worker: Worker, per_sub: int, within: float, idle: float) -> dict[str, Any]:
@@ -193,7 +343,35 @@ async def serve() -> None:
         cmd = json.loads(line)
         op = cmd["op"]
         if op == "connect":
-            reply(await connect(worker, cmd["url"], cmd["n"], cmd.get("concurrency", 100)))
+            reply(
+                await connect(
+                    worker,
+                    cmd["url"],
+                    cmd["n"],
+                    cmd.get("concurrency", 100),
+                    cmd.get("sources"),
+                    cmd.get("track", False),
+                    query=cmd.get("query", ""),
+                )
+            )
+        elif op == "drop":
+            reply(drop(worker))
+        elif op == "resume":
+            reply(
+                await resume(
+                    worker, cmd["url"], cmd["concurrency"], cmd.get("sources"), cmd["catchup"]
+                )
+            )
+        elif op == "wait_seq":
+            reply(
+                await wait_seq(
+                    worker,
+                    cmd["seq"],
+                    cmd["timeout"],
+                    cmd.get("idle", 10.0),
+                    cmd.get("latency", True),
+                )
+            )
         elif op == "reset":
             worker.reset()
             reply({"ok": True, "cpu": cpu_seconds()})

@@ -43,6 +43,30 @@ class Plan:
     memory_n: int = 10000
     connect_n: int = 5000
     connect_rounds: int = 2
+    # full: as many idle subscribers as one process may hold (20,000 descriptors here)
+    full_n: int = 19000
+    full_ref_n: int = 10000  # the fan-out reference, on the same server, before the rest
+    full_events: int = 10
+    full_rounds: int = 2
+    full_workers: int = 2  # each load process under its own descriptor limit
+    # storm: subscribers behind drop at once and come back with `since`
+    storm_n: int = 10000
+    storm_steady: int = 1000  # connected all along: their latency during the storm
+    storm_behind: int = 100
+    storm_rate: float = 2.0  # live events/s: 22,000 deliveries/s to every subscriber
+    storm_quiet_s: float = 10.0
+    storm_live_s: float = 15.0
+    storm_concurrency: int = 10000  # handshakes in flight: all at once
+    # redis: fan-out on a real redis-server against the embedded broker
+    redis_n: int = 10000
+    redis_events: int = 30
+    # publish: POST throughput with subscribers attached
+    publish_filtered: int = 1000  # subscribed to another type: each event checked, not sent
+    publish_batches: int = 60  # of 500 events
+    publish_batch: int = 500
+    publish_singles: int = 10000
+    publish_conns: int = 2  # keep-alive connections posting batches back to back, side by side
+    publish_single_conns: int = 8  # and single events: more, so no one waits on a wake-up
     readers_n: int = 10000  # subscribers, each on one of 100 posts (bench/readers.py)
     readers_events: int = 30  # deliveries to each subscriber per measurement
     readers_rounds: int = 3
@@ -62,6 +86,17 @@ class Plan:
             memory_n=2000,
             connect_n=2000,
             connect_rounds=1,
+            full_n=4000,
+            full_ref_n=2000,
+            full_rounds=1,
+            storm_n=2000,
+            storm_steady=200,
+            storm_quiet_s=5.0,
+            storm_live_s=8.0,
+            redis_n=2000,
+            publish_filtered=200,
+            publish_batches=20,
+            publish_singles=3000,
             readers_n=2000,
             readers_rounds=2,
         )

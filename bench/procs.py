@@ -86,14 +86,20 @@ class Server:
     """One server process under test, on its own port, pinned to the server core."""
 
     def __init__(
-        self, kind: str, client_buffer: int = 256, env: dict[str, str] | None = None
+        self,
+        kind: str,
+        client_buffer: int = 256,
+        env: dict[str, str] | None = None,
+        core: str = SERVER_CORE,
+        name: str = "",
     ) -> None:
         self.kind = kind
         self.port = free_port()
         self.client_buffer = client_buffer
         self.env = env or {}  # settings beside the flags (the outbox scenario's URL)
+        self.core = core  # two instances on one Redis take a core each
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = HERE / "results" / f"server-{kind}.log"
+        self.log_path = HERE / "results" / f"server-{name or kind}.log"
 
     def command(self) -> list[str]:
         if self.kind == "service":
@@ -120,7 +126,7 @@ class Server:
             log.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(self.command())}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [*taskset(SERVER_CORE), *nice_zero(), *self.command()],
+                [*taskset(self.core), *nice_zero(), *self.command()],
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
@@ -196,15 +202,16 @@ class Server:
 class Child:
     """A helper process speaking JSON lines, pinned to the load core."""
 
-    def __init__(self, script: str) -> None:
+    def __init__(self, script: str, core: str = LOAD_CORE) -> None:
         self.script = script
+        self.core = core
         self.proc: asyncio.subprocess.Process | None = None
         self.cpu0 = 0.0
         self.lock = asyncio.Lock()  # one command at a time: replies come back in order
 
     async def start(self) -> dict[str, Any]:
         self.proc = await asyncio.create_subprocess_exec(
-            *taskset(LOAD_CORE),
+            *taskset(self.core),
             *nice_zero(),
             sys.executable,
             str(HERE / self.script),
@@ -246,17 +253,18 @@ class Child:
 class Workers:
     """Several loadgen.py processes sharing the subscribers."""
 
-    def __init__(self, count: int) -> None:
-        self.children = [Child("loadgen.py") for _ in range(count)]
+    def __init__(self, count: int, core: str = LOAD_CORE) -> None:
+        self.children = [Child("loadgen.py", core) for _ in range(count)]
         self.sizes = [0] * count
 
     async def start(self) -> None:
         await asyncio.gather(*(c.start() for c in self.children))
 
     async def connect(
-        self, url: str, n: int, batch: int = 2000, concurrency: int = 64
+        self, url: str, n: int, batch: int = 2000, concurrency: int = 64, **kw: Any
     ) -> dict[str, Any]:
-        """Open n subscribers, spread evenly, in batches of `batch` (a ramp, not a stampede)."""
+        """Open n subscribers, spread evenly, in batches of `batch` (a ramp, not a stampede);
+        `kw` to loadgen's connect (`sources`, `track`)."""
         ok = failed = 0
         errors: dict[str, int] = {}
         started = time.time()
@@ -266,7 +274,7 @@ class Workers:
             shares = split(step, len(self.children))
             replies = await asyncio.gather(
                 *(
-                    c.call("connect", url=url, n=k, concurrency=concurrency)
+                    c.call("connect", url=url, n=k, concurrency=concurrency, **kw)
                     for c, k in zip(self.children, shares, strict=True)
                 )
             )
@@ -296,6 +304,15 @@ class Workers:
         await asyncio.gather(*(c.stop() for c in self.children))
 
 
+def combined(*groups: Workers) -> Workers:
+    """Several groups of load processes seen as one (to meter or wait on them together)."""
+    out = Workers(0)
+    for g in groups:
+        out.children += g.children
+        out.sizes += g.sizes
+    return out
+
+
 def split(n: int, parts: int) -> list[int]:
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
 
@@ -309,3 +326,88 @@ def latencies_ms(replies: list[dict[str, Any]]) -> list[float]:
         out.extend(v / 1000 for v in a)
     out.sort()
     return out
+
+
+def source_addresses(n: int, per_address: int = 5000, skip: int = 0) -> list[str]:
+    """Loopback source addresses for n client sockets, 127.0.0.2 on (`skip` passes over
+    some): each has its own 28,000 ephemeral ports, so TIME_WAITs never run them out."""
+    count = max(1, -(-n // per_address))
+    return [f"127.0.0.{2 + skip + i}" for i in range(count)]
+
+
+class RedisServer:
+    """A throwaway redis-server on a free port, no persistence, pinned to a core."""
+
+    def __init__(self, core: str = SERVER_CORE) -> None:
+        self.port = free_port()
+        self.core = core
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def spawn(self) -> Path:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server not found (apt-get install redis-server)")
+        log = HERE / "results" / "redis-server.log"
+        log.parent.mkdir(exist_ok=True)
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    *taskset(self.core),
+                    *nice_zero(),
+                    exe,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--maxclients",
+                    "1000",
+                ],
+                stdout=out,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+            )
+        return log
+
+    async def start(self, within: float = 15.0) -> None:
+        log = await asyncio.to_thread(self.spawn)
+        assert self.proc is not None
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited {self.proc.returncode}; see {log}")
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.write(b"PING\r\n")
+            pong = await asyncio.wait_for(reader.readline(), 5)
+            writer.close()
+            if pong.startswith(b"+PONG"):
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"redis-server did not answer PING within {within} s")
+
+    def cpu(self) -> float:
+        if self.proc is None:
+            return 0.0
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)

@@ -39,23 +39,31 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
     return round(statistics.median(values), 2) if values else None
 
 
-def variant(name: str, runs: dict[str, list[dict[str, Any]]], keys: list[str]) -> dict[str, Any]:
-    """Medians over rounds for each kind, and service / baseline ratios of them."""
+def variant(
+    name: str,
+    runs: dict[str, list[dict[str, Any]]],
+    keys: list[str],
+    pair: tuple[str, str] = ("service", "baseline"),
+) -> dict[str, Any]:
+    """Medians over rounds for each kind, and the ratios of the pair's (service / baseline
+    unless named: redis / memory for the broker scenario)."""
     med = {kind: {k: median_of(rs, k) for k in keys} for kind, rs in runs.items()}
     ratio: dict[str, float | None] = {}
-    if "service" in med and "baseline" in med:
+    a_kind, b_kind = pair
+    if a_kind in med and b_kind in med:
         for k in keys:
-            a, b = med["service"][k], med["baseline"][k]
+            a, b = med[a_kind][k], med[b_kind][k]
             ratio[k] = round(a / b, 3) if a is not None and b else None
-    return {"variant": name, "median": med, "ratio": ratio, "runs": runs}
+    return {"variant": name, "median": med, "ratio": ratio, "runs": runs, "pair": list(pair)}
 
 
 def table(title: str, variants: list[dict[str, Any]], keys: list[str]) -> str:
-    lines = [f"== {title}", f"{'':34}{'service':>14}{'baseline':>14}{'ratio':>10}"]
+    a_kind, b_kind = variants[0].get("pair", ("service", "baseline")) if variants else ("", "")
+    lines = [f"== {title}", f"{'':34}{a_kind:>14}{b_kind:>14}{'ratio':>10}"]
     for v in variants:
         for k in keys:
-            s = v["median"].get("service", {}).get(k)
-            b = v["median"].get("baseline", {}).get(k)
+            s = v["median"].get(a_kind, {}).get(k)
+            b = v["median"].get(b_kind, {}).get(k)
             r = v["ratio"].get(k)
             lines.append(
                 f"{(v['variant'] + ' ' + k)[:34]:34}{fmt(s):>14}{fmt(b):>14}"
@@ -74,15 +82,27 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
-def emit(name: str, plan: Plan, variants: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
-    line = {"scenario": name, "mode": plan.mode, "variants": variants}
-    compact = {
+def emit(
+    name: str,
+    plan: Plan,
+    variants: list[dict[str, Any]],
+    keys: list[str],
+    figures: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`figures`: a scenario's own results beside the table (the full scenario's ratio of
+    two sizes, the storm's story)."""
+    line: dict[str, Any] = {"scenario": name, "mode": plan.mode, "variants": variants}
+    compact: dict[str, Any] = {
         "scenario": name,
         "mode": plan.mode,
         "variants": [{k: v[k] for k in ("variant", "median", "ratio")} for v in variants],
     }
+    if figures is not None:
+        line["figures"] = compact["figures"] = figures
     print(json.dumps(compact), flush=True)
     print(table(name, variants, keys), flush=True)
+    for k, value in (figures or {}).items():
+        print(f"{k[:34]:34}{fmt(value):>14}", flush=True)
     return line
 
 
@@ -217,7 +237,94 @@ def targets(results: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
                 "< 5 ms",
                 p < 5,
             )
+    targets_round_two(results, plan, add)
     return out
+
+
+def _service(v: dict[str, Any] | None, key: str, kind: str = "service") -> Any:
+    return v["median"].get(kind, {}).get(key) if v else None
+
+
+def targets_round_two(results: dict[str, Any], plan: Plan, add: Any) -> None:
+    """Issue 19's targets: the full process, the storm, Redis, publishing."""
+    full = find(results, "full", f"N={plan.full_n}")
+    if full and full["runs"].get("service"):
+        runs = full["runs"]["service"]
+        every = [r.get("every_subscriber_every_event") for r in runs]
+        first = runs[0]
+        add(
+            f"full: {plan.full_n} connected, every subscriber gets every event",
+            f"{first.get('connected')} connected; {first.get('complete_subscribers')} complete",
+            "all",
+            bool(every) and all(every),
+        )
+        kb = _service(full, "kb_per_connection")
+        add("full: KB per idle connection", kb, "", None, "<= 20", None if kb is None else kb <= 20)
+        r = results["full"].get("figures", {}).get("full_vs_ref_deliveries_per_s")
+        add(
+            f"full: deliveries/s at {plan.full_n} vs {plan.full_ref_n} (same run)",
+            r,
+            ">= 0.8x",
+            None if r is None else r >= 0.8,
+        )
+    storm = find(results, "storm", f"N={plan.storm_n}")
+    if storm and storm["runs"].get("service"):
+        run = storm["runs"]["service"][0]
+        if "error" in run:
+            add("storm", run["error"], "runs", False)
+        else:
+            t = run.get("all_resumed_s")
+            add(
+                f"storm: all {plan.storm_n} resumed (s)",
+                t if t is not None else f"{run.get('resumed')} resumed",
+                "< 10 s",
+                t is not None and t < 10,
+            )
+            clean = run["missed"] == 0 and run["duplicated"] == 0 and run["exact"] == plan.storm_n
+            add(
+                "storm: nothing missed or duplicated",
+                f"{run['exact']}/{plan.storm_n} exact; missed {run['missed']}, "
+                f"duplicated {run['duplicated']}",
+                "none",
+                clean,
+            )
+            ratio = run.get("p99_vs_quiet")
+            add(
+                "storm: connected ones' p99 vs a quiet run",
+                f"{run.get('storm_lat_p99_ms')} / {run.get('quiet_lat_p99_ms')} ms",
+                "<= 2x",
+                None if ratio is None else ratio <= 2,
+            )
+    pair = find(results, "redis", f"N={plan.redis_n}")
+    if pair:
+        r = pair["ratio"].get("deliveries_per_s")
+        add(
+            f"redis: fan-out N={plan.redis_n} deliveries/s vs embedded",
+            r,
+            ">= 0.9x",
+            None if r is None else r >= 0.9,
+        )
+    two = find(results, "redis", "two instances")
+    if two:
+        d = _service(two, "deliveries_per_s", "redis")
+        add("redis: two instances on one Redis, total deliveries/s", d, "", None)
+    for name, key, floor in (
+        (f"batch {plan.publish_batch}", "events_per_s", 20000),
+        ("single", "requests_per_s", 2000),
+    ):
+        v = find(results, "publish", name)
+        if v:
+            # Sustained: accepted and delivered both (the hub fans out behind the answers).
+            x, d = _service(v, key), _service(v, "delivered_events_per_s")
+            ok = None
+            if x is not None and d is not None:
+                ok = min(x, d) >= floor and _service(v, "every_event_delivered") == 1
+            add(
+                f"publish {name}: {key.replace('_', ' ')} accepted; delivered",
+                f"{fmt(x)}; {fmt(d)}",
+                f">= {floor:,} both",
+                ok,
+            )
 
 
 def targets_table(rows: list[dict[str, Any]]) -> str:
@@ -306,6 +413,7 @@ def markdown(doc: dict[str, Any]) -> str:
         row("slow", name, "posts_hung", "POSTs hung")
     row("memory", f"N={doc['plan']['memory_n']}", "kb_per_connection", "KB per idle connection")
     row("connect", f"N={doc['plan']['connect_n']}", "accepted_per_s", "accepted/s")
+    lines += round_two_markdown(doc)
     slow = find(res, "slow", "with slow")
     if slow:
         lines.append("")
@@ -319,6 +427,68 @@ def markdown(doc: dict[str, Any]) -> str:
         aim = f"{t['aim']}: {mark[t['aim_met']]}" if t["aim"] else "-"
         lines.append(f"| {t['target']} | {t['value']} | {floor} | {aim} |")
     return "\n".join(lines)
+
+
+def round_two_markdown(doc: dict[str, Any]) -> list[str]:
+    """The service-only scenarios (full, storm, redis, publish): one row per figure."""
+    res, plan = doc["results"], doc["plan"]
+    lines: list[str] = []
+
+    def row(scn: str, name: str, key: str, label: str, kind: str = "service") -> None:
+        found = find(res, scn, name)
+        if found:
+            value = found["median"].get(kind, {}).get(key)
+            lines.append(f"| {scn} {name} | {label} | {fmt(value)} | | |")
+
+    for n in (plan.get("full_ref_n"), plan.get("full_n")):
+        row("full", f"N={n}", "deliveries_per_s", "deliveries/s")
+        row("full", f"N={n}", "deliveries_per_cpu_s", "deliveries per server-CPU-s")
+        row("full", f"N={n}", "complete_subscribers", "subscribers that got every event")
+    row("full", f"N={plan.get('full_n')}", "kb_per_connection", "KB per idle connection")
+    ratio = res.get("full", {}).get("figures", {}).get("full_vs_ref_deliveries_per_s")
+    if ratio is not None:
+        lines.append(
+            f"| full | deliveries/s, N={plan['full_n']} / N={plan['full_ref_n']} | "
+            f"{ratio:.2f}x | | |"
+        )
+    n = f"N={plan.get('storm_n')}"
+    for key, label in (
+        ("all_resumed_s", "all resumed, s"),
+        ("resumed_s_p50", "resumed p50, s"),
+        ("missed", "events missed"),
+        ("duplicated", "events duplicated"),
+        ("quiet_lat_p99_ms", "connected ones' p99 ms, quiet"),
+        ("storm_lat_p99_ms", "connected ones' p99 ms, storm"),
+    ):
+        row("storm", n, key, label)
+    pair = find(res, "redis", f"N={plan.get('redis_n')}")
+    if pair:
+        for key, label in (
+            ("deliveries_per_s", "deliveries/s"),
+            ("deliveries_per_cpu_s", "deliveries per server-CPU-s"),
+            ("lat_p99_ms", "latency p99 ms"),
+        ):
+            a = pair["median"].get("redis", {}).get(key)
+            b = pair["median"].get("memory", {}).get(key)
+            r = pair["ratio"].get(key)
+            ratio_s = f"{r:.2f}x" if r is not None else ""
+            lines.append(
+                f"| redis {pair['variant']} | {label}: Redis, embedded | {fmt(a)} | {fmt(b)} "
+                f"| {ratio_s} |"
+            )
+    row("redis", "two instances", "deliveries_per_s", "total deliveries/s", "redis")
+    row("redis", "two instances", "deliveries_per_cpu_s", "per server-CPU-s (both)", "redis")
+    row("publish", f"batch {plan.get('publish_batch')}", "events_per_s", "events/s accepted")
+    row(
+        "publish",
+        f"batch {plan.get('publish_batch')}",
+        "delivered_events_per_s",
+        "events/s delivered",
+    )
+    row("publish", "single", "requests_per_s", "POSTs/s accepted (202)")
+    row("publish", "single", "answered_per_s", "POSTs/s answered (202 or 503)")
+    row("publish", "single", "delivered_events_per_s", "events/s delivered")
+    return lines
 
 
 def slow_story(run: dict[str, Any]) -> str:

@@ -26,6 +26,8 @@ if __package__ in (None, ""):  # run as a script: python bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.baseline import uvicorn_options
+from bench.brokers import run_redis_pair, run_redis_two
+from bench.capacity import run_full
 from bench.measure import SETUP_NOTES, Plan, disturbed, less_disturbed
 from bench.outbox import run_outbox
 from bench.procs import (
@@ -34,13 +36,40 @@ from bench.procs import (
     raise_nofile,
     service_available,
 )
+from bench.publishing import run_publish
 from bench.readers import run_readers
 from bench.report import brief, emit, machine, median_of, targets, targets_table, variant
 from bench.scenarios import fanout_burst, latency_window, paired, run_connect, run_memory
 from bench.slow import run_slow
+from bench.storm import run_storm
 
 KINDS = ("service", "baseline")
-SCENARIOS = ("fanout", "latency", "slow", "memory", "connect", "outbox", "readers")
+SCENARIOS = (
+    "fanout",
+    "latency",
+    "slow",
+    "memory",
+    "connect",
+    "outbox",
+    "readers",
+    "full",
+    "storm",
+    "redis",
+    "publish",
+)
+# About two minutes each and 20,000 connections or more: with them `make bench` passes 20
+# minutes, so they run with --long (or by name).
+LONG = ("full", "storm")
+FANOUT_KEYS = [
+    "deliveries_per_s",
+    "deliveries_per_cpu_s",
+    "server_sys_share",
+    "post_p50_ms",
+    "lat_p50_ms",
+    "lat_p99_ms",
+    "server_cpu_util",
+    "load_cpu_util",
+]
 
 
 # ---------------------------------------------------------------- A B A B and the report
@@ -79,16 +108,7 @@ async def one_run(runner: Runner, kind: str, label: str, r: int) -> dict[str, An
 
 
 async def scenario_fanout(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
-    keys = [
-        "deliveries_per_s",
-        "deliveries_per_cpu_s",
-        "server_sys_share",
-        "post_p50_ms",
-        "lat_p50_ms",
-        "lat_p99_ms",
-        "server_cpu_util",
-        "load_cpu_util",
-    ]
+    keys = FANOUT_KEYS
     variants = []
     for n, events in plan.fanout:
         burst = functools.partial(fanout_burst, plan=plan, events=events)
@@ -159,6 +179,85 @@ async def scenario_outbox(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
     return emit("outbox", plan, variants, keys)
 
 
+def _ratio(a: Any, b: Any) -> float | None:
+    return round(a / b, 3) if isinstance(a, int | float) and b else None
+
+
+async def scenario_full(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
+    """19,000 idle subscribers in one process, then events to all; the service only."""
+    keys = [*FANOUT_KEYS, "complete_subscribers", "kb_per_connection", "rss_after_mb"]
+    variants, figures = [], {}
+    if "service" in kinds:
+        runs = await run_full(plan)
+        variants = [variant(name, {"service": rs}, keys) for name, rs in runs.items()]
+        ref, full = (v["median"]["service"] for v in variants)
+        figures = {
+            "full_vs_ref_deliveries_per_s": _ratio(
+                full["deliveries_per_s"], ref["deliveries_per_s"]
+            ),
+            "full_vs_ref_deliveries_per_cpu_s": _ratio(
+                full["deliveries_per_cpu_s"], ref["deliveries_per_cpu_s"]
+            ),
+        }
+    return emit("full", plan, variants, keys, figures)
+
+
+async def scenario_storm(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
+    """A reconnect storm with `since`; the service only (the seed has no resume)."""
+    keys = [
+        "all_resumed_s",
+        "resumed_s_p50",
+        "connected_s_max",
+        "missed",
+        "duplicated",
+        "exact",
+        "quiet_lat_p99_ms",
+        "storm_lat_p99_ms",
+        "p99_vs_quiet",
+        "server_cpu_util",
+        "load_cpu_util",
+    ]
+    variants = []
+    if "service" in kinds:
+
+        async def storm(kind: str) -> dict[str, Any]:
+            return await run_storm(plan)
+
+        runs = await alternate(("service",), 1, storm, "storm", retry=False)
+        variants = [variant(f"N={plan.storm_n}", runs, keys)]
+    return emit("storm", plan, variants, keys)
+
+
+async def scenario_redis(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
+    """Fan-out on a real Redis against the embedded broker, then two instances on one Redis."""
+    keys = [*FANOUT_KEYS, "redis_cpu_s"]
+    variants = []
+    if "service" in kinds:
+        pair = await run_redis_pair(plan)
+        variants.append(variant(f"N={plan.redis_n}", pair, keys, pair=("redis", "memory")))
+        two = await run_redis_two(plan)
+        variants.append(variant("two instances", {"redis": two}, keys, pair=("redis", "memory")))
+    return emit("redis", plan, variants, keys)
+
+
+async def scenario_publish(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
+    """POSTs/s and events/s with subscribers attached; the service only."""
+    keys = [
+        "events_per_s",
+        "delivered_events_per_s",
+        "requests_per_s",
+        "answered_per_s",
+        "every_event_delivered",
+        "server_cpu_util",
+        "load_cpu_util",
+    ]
+    variants = []
+    if "service" in kinds:
+        result = await run_publish(plan)
+        variants = [variant(name, {"service": [r]}, keys) for name, r in result.items()]
+    return emit("publish", plan, variants, keys)
+
+
 async def scenario_readers(kinds: tuple[str, ...], plan: Plan) -> dict[str, Any]:
     """The service only (the seed design has no post_id): ratios are against the run with
     no post_id, not against the seed."""
@@ -189,6 +288,10 @@ SCENARIO_RUNNERS = {
     "memory": scenario_memory,
     "connect": scenario_connect,
     "outbox": scenario_outbox,
+    "full": scenario_full,
+    "storm": scenario_storm,
+    "redis": scenario_redis,
+    "publish": scenario_publish,
     "readers": scenario_readers,
 }
 
@@ -212,7 +315,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if "service" in kinds and not ok:
         print(f"wsbroadcast is not available: {why}", file=sys.stderr)
         return 2
-    names = args.scenario or list(SCENARIOS)
+    names = args.scenario or [s for s in SCENARIOS if args.long or s not in LONG]
     opts, source = uvicorn_options()
     header = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -253,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--scenario", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)"
+    )
+    parser.add_argument(
+        "--long",
+        action="store_true",
+        help=f"also the long scenarios ({', '.join(LONG)}), when no --scenario is given",
     )
     parser.add_argument("--only", choices=KINDS, help="run only the service or only the baseline")
     parser.add_argument("--rounds", type=int, help="rounds for fan-out, latency and connect")
