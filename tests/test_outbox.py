@@ -540,7 +540,9 @@ async def test_postgres_stopped_for_5_s_under_load_catches_up_in_order_once(
             down_at = time.monotonic()
             await run_sync(cluster.stop)
             await gate.close()
-            assert len(received) <= held < len(confirmed)  # committed, not yet published
+            # Committed, not yet published. (Not `<= held`: a row can commit, be relayed and
+            # arrive before the load has noted its commit.)
+            assert len(received) < len(confirmed)
 
             async def down() -> bool:
                 return "wsb_outbox_up 0.0" in await svc.metrics()
