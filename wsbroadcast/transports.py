@@ -37,7 +37,7 @@ Message = dict[str, Any]
 Send = Callable[[Message], Coroutine[Any, Any, None]]
 CONNECTION = "wsbroadcast.connection"  # scope["extensions"] key set by the protocols below
 CLOSE_SECONDS = 2.0  # a last frame that cannot get out in this long: abort the connection
-STALL_SECONDS = 5.0  # unsent bytes this old, or past MAX_UNSENT: abort (contract: 5 s)
+STALL_SECONDS = 5.0  # a write stalled this long closes the subscriber (contract: 5 s)
 MAX_UNSENT = 1 << 20  # bytes a connection may have waiting, control frames included
 HEADER_SECONDS = 10.0  # a request's headers must arrive whole within this
 
@@ -257,7 +257,7 @@ _last_warned = 0.0
 
 
 class _Guard:
-    """Aborts a socket whose unsent bytes wait past STALL_SECONDS or pass MAX_UNSENT.
+    """Aborts a socket whose unsent bytes wait 7 s or pass MAX_UNSENT.
 
     uvicorn writes a pong for every ping whatever its buffer holds, and closes a timed-out
     connection by waiting for the buffer to flush: a client that pings and never reads
@@ -272,8 +272,10 @@ class _Guard:
         self.timer: asyncio.TimerHandle | None = None
 
     def paused(self) -> None:
+        # Later than a subscriber's own stall deadline, which closes it with 1013: this one
+        # is for what no writer times, pongs and a close frame that never drain.
         if self.timer is None:
-            self.timer = self.loop.call_later(STALL_SECONDS, self.socket.abort)
+            self.timer = self.loop.call_later(STALL_SECONDS + CLOSE_SECONDS, self.socket.abort)
 
     def resumed(self) -> None:
         if self.timer is not None:
