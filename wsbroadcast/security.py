@@ -94,9 +94,13 @@ def verify_subscriber(
         raise _unauthorized("the subscriber token has expired") from None
     except jwt.PyJWTError as exc:
         raise _unauthorized(f"the subscriber token is invalid: {exc}") from None
+    except (TypeError, ValueError, OverflowError):
+        # PyJWT before 2.10 checks a claim's type by calling int() on it: a signed
+        # `"exp": null` (or a list) raised TypeError there, a 500.
+        raise _unauthorized("the subscriber token is invalid: a claim has the wrong type") from None
     try:
         expires = float(claims["exp"])
-    except OverflowError:  # 10**400 passes PyJWT's integer check, not float()
+    except (TypeError, ValueError, OverflowError):  # 10**400 passes PyJWT's check, not float()
         raise _unauthorized("the subscriber token is invalid: exp is out of range") from None
     if expires <= (time.time() if now is None else now):
         raise _unauthorized("the subscriber token has expired")
