@@ -5,15 +5,14 @@
  */
 
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
-import { type BrowserContext, chromium, type Page } from 'playwright-core';
+import { type BrowserContext, type Page } from 'playwright-core';
 
+import { type Browser, launchChromium } from './support/browser';
 import { LinkProxy } from './support/proxy';
 import { freePort, publish, type Service, startNext, startWsbroadcast, WEB_DIR } from './support/processes';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const ARTIFACTS = path.join(WEB_DIR, 'e2e', 'artifacts');
 const HEARTBEAT_SECONDS = 1; // the heartbeat says so: the page calls a link dead after 3 s of silence
 const STEP_MS = 30_000;
@@ -24,7 +23,7 @@ let next: Service;
 let proxy: LinkProxy;
 let context: BrowserContext;
 let page: Page;
-let userDataDir: string;
+let browser: Browser | undefined;
 let serviceUrl: string;
 let allowedOrigin: string;
 const socketUrls: string[] = [];
@@ -77,34 +76,18 @@ beforeAll(async () => {
     NEXT_PUBLIC_WS_URL: `ws://127.0.0.1:${proxy.port}/api/v1/ws`,
     WSB_HTTP_URL: `${serviceUrl}/api/v1`,
   });
-  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsb-e2e-chromium-'));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-sync',
-      '--disable-background-networking',
-      '--disable-component-update',
-    ],
-    viewport: { width: 1200, height: 820 },
-    timeout: STEP_MS,
-  });
+  browser = await launchChromium(STEP_MS);
+  context = browser.context;
   page = context.pages()[0] ?? (await context.newPage());
   page.on('websocket', (socket) => socketUrls.push(socket.url()));
   page.on('pageerror', (error) => pageErrors.push(String(error)));
 }, 120_000);
 
 afterAll(async () => {
-  await context?.close().catch(() => undefined);
+  await browser?.close();
   await next?.stop();
   await proxy?.stop();
   await wsb?.stop();
-  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
 }, 60_000);
 
 afterEach(async () => {
