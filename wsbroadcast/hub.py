@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -166,11 +167,20 @@ class Hub:
             subscription.close(CloseCode.GOING_AWAY)
         return subscription
 
-    async def serve(self, transport: Transport, request: Request, slot: Slot) -> int | None:
+    async def serve(
+        self,
+        transport: Transport,
+        request: Request,
+        slot: Slot,
+        started: Callable[[Subscription], None] | None = None,
+    ) -> int | None:
         """One subscriber's life, for either endpoint: replay, live, goodbye; its close code
-        (None: the peer left)."""
+        (None: the peer left). `started` is handed the subscription, to close it when the
+        peer leaves."""
         try:
             subscription = self.subscribe(transport, request)
+            if started is not None:
+                started(subscription)
             code = await subscription.run(request.since, request.rewind)
             if code is not None:
                 await transport.close(code, stalled=subscription.stalled)

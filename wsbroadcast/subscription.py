@@ -77,6 +77,7 @@ class Subscription:
         self._count_waiting: Event | None = None  # the newest reader count offered meanwhile
         self.lagging = False  # `pending` overflowed during replay: read more history
         self.close_code: CloseCode | None = None
+        self.closed = False  # by the server (close_code) or because the peer left (None)
         self.stalled = False  # closed because a write stalled: cut, do not say goodbye
         self._replayed_to: Position | None = None  # the last id the replay sent
         self._reached: Position | None = needs.position()  # where the stream has got for us
@@ -153,14 +154,11 @@ class Subscription:
         if self._waker is not None and not self._waker.done():
             self._waker.set_result(True)
 
-    @property
-    def closed(self) -> bool:
-        return self.close_code is not None
-
     def close(self, code: CloseCode | None) -> None:
         """Stop delivering; the writer returns `code` (None: the peer left)."""
         if self.close_code is None:
             self.close_code = code
+        self.closed = True
         self._needs.on_close(self)
         self._wake()
         if self._writing is not None:
@@ -200,7 +198,7 @@ class Subscription:
     async def _catch_up(self, position: Position | None, batch: list[Event] | None) -> None:
         """Write `batch` and history after it until caught up with `pending`; go live."""
         broker = self._needs.broker
-        while self.close_code is None:
+        while not self.closed:
             if batch is None:  # not in history (or expired while we replayed): resync
                 position = await self._resync()
                 batch = []
@@ -221,7 +219,7 @@ class Subscription:
         found: list[Event] = []
         head: Position | None = None
         before: Position | None = None
-        while len(found) < count and self.close_code is None:
+        while len(found) < count and not self.closed:
             recent = await broker.read_before(before, REPLAY_CHUNK)
             if recent is None:  # the stream was lost meanwhile: the hub sends a resync
                 break
@@ -264,7 +262,7 @@ class Subscription:
         # Items stay in the buffer until taken with receive_nowait(): waiting on the
         # waker instead of receive() means a timeout can never lose one.
         heartbeat_seconds = self._needs.heartbeat_seconds
-        while self.close_code is None:
+        while not self.closed:
             if self._inbox is not None:
                 try:
                     event = self._inbox.receive_nowait()
@@ -331,7 +329,7 @@ class Subscription:
             finally:
                 self._writing = None
         # A close during the write cancels it: then it may not have completed.
-        if self.close_code is None:
+        if not self.closed:
             self.last_sent = time.monotonic()
             if event.position is not None:
                 self._reached = event.position

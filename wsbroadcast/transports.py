@@ -251,7 +251,9 @@ HTTP_NAMES = (
     "connection_lost",
     "on_message_begin",
     "on_headers_complete",
+    "on_response_complete",
     "handle_websocket_upgrade",
+    "parser",
 )
 _last_warned = 0.0
 
@@ -301,6 +303,11 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.resumed()
         super().connection_lost(exc)
+        # The scope names this protocol, which holds the scope: a cycle that only the
+        # collector's rarest pass would free, with the whole connection behind it.
+        scope = getattr(self, "scope", None)
+        if isinstance(scope, dict):
+            scope.get("extensions", {}).pop(CONNECTION, None)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -359,7 +366,12 @@ class HTTPProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        _forget(self.cycle)
         super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        _forget(self.cycle)
+        super().on_response_complete()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -377,6 +389,11 @@ class HTTPProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         self._disarm()
         super().handle_websocket_upgrade()
+        # The WebSocket protocol has the socket now. The parser's callbacks hold this
+        # protocol, which holds the parser: uvicorn breaks that cycle on connection_lost,
+        # never called after an upgrade, so without this each WebSocket connection's
+        # HTTP half waits for the collector's rarest pass.
+        self.parser = None  # type: ignore[assignment]
 
     def _arm(self) -> None:
         if self.header_timer is None:
@@ -386,6 +403,13 @@ class HTTPProtocol(HttpToolsProtocol):
         if self.header_timer is not None:
             self.header_timer.cancel()
             self.header_timer = None
+
+
+def _forget(cycle: Any) -> None:
+    """Take a finished request's connection out of its scope: the connection's `send` holds
+    the request, which holds the scope, a cycle only the collector's rarest pass frees."""
+    if cycle is not None:
+        cycle.scope.get("extensions", {}).pop(CONNECTION, None)
 
 
 def http_protocol(header_seconds: float) -> type[HTTPProtocol]:
