@@ -33,6 +33,9 @@ def uvicorn_options() -> dict[str, Any]:
         "http": "httptools",
         "loop": "uvloop",
         "lifespan": "on",
+        # 10,000 browsers reconnecting at once after a deploy overflowed uvicorn's 2,048:
+        # a dropped SYN is retried 1, 3, 7, 15 s later. The kernel caps it at somaxconn.
+        "backlog": 4096,
     }
 
 
