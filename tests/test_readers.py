@@ -223,6 +223,8 @@ async def test_the_fan_out_by_post_keeps_every_filter_meaning(service: Service) 
         service.subscribe(post_id="p2") as p2,
         service.subscribe(post_id="p1", types="comment_update") as p1_comments,
         service.subscribe(types="blog_update") as blogs,
+        service.subscribe(types="system_notification") as notices,
+        service.subscribe(post_id="p2", types="blog_update,system_notification") as p2_mixed,
         service.subscribe() as everything,
     ):
         ids = await service.publish(
@@ -234,12 +236,19 @@ async def test_the_fan_out_by_post_keeps_every_filter_meaning(service: Service) 
         assert [m["id"] for m in await receive_n(p2, 2)] == [c2, n]
         assert [m["id"] for m in await receive_n(p1_comments, 1)] == [c1]
         assert [m["id"] for m in await receive_n(blogs, 2)] == [b1, b3]
+        assert [m["id"] for m in await receive_n(notices, 1)] == [n]
+        assert [m["id"] for m in await receive_n(p2_mixed, 1)] == [n]
         # Nothing else came: the next message each gets is the next event for it.
-        last_blog, last_comment = await service.publish([blog("p2"), comment("p1", "c9")])
+        last_blog, last_comment, last_notice = await service.publish(
+            [blog("p2"), comment("p1", "c9"), notice("bye")]
+        )
         assert (await receive(p2))["id"] == last_blog
         assert (await receive(blogs))["id"] == last_blog
+        assert (await receive(p2_mixed))["id"] == last_blog
         assert (await receive(p1))["id"] == last_comment
         assert (await receive(p1_comments))["id"] == last_comment
+        assert (await receive(notices))["id"] == last_notice
+        assert (await receive(p2_mixed))["id"] == last_notice
 
 
 async def test_a_resuming_watcher_gets_its_count_after_the_replay(service: Service) -> None:

@@ -70,10 +70,10 @@ class Hub:
         )
         # Dicts for their order: frames go out in the order subscribers came, as a list would.
         self._subscribers: dict[Subscription, None] = {}  # every one
-        # The fan-out's index: an event for post X goes to X's subscribers and to those
-        # that named no post, never past every other post's (contract: `post_id`).
-        self._everywhere: dict[Subscription, None] = {}  # no post_id
-        self._by_post: dict[str, dict[Subscription, None]] = {}
+        # The fan-out's index, by (post_id, type), None for a filter not given: an event
+        # of type T for post X goes to the four groups that may want it, never past the
+        # subscribers of other posts or other types (contract: `post_id`, `types`).
+        self._index: dict[tuple[str | None, str | None], dict[Subscription, None]] = {}
         self.readers = Readers(metrics, broker.shared_counts())
         self._accepted: dict[str, float] = {}  # last id of a local POST -> accepted at
         self._position: Position | None = None  # the last event fanned out
@@ -112,12 +112,15 @@ class Hub:
         now = time.monotonic()
         sent = 0
         # A snapshot: a subscriber closed for overflow leaves the set during the loop.
-        if event.post_id is None:  # a notice, a control message: for everyone
+        post_id = event.post_id
+        if post_id is None:  # a notice, a control message: offer() checks the types
             targets = tuple(self._subscribers)
-        elif (readers := self._by_post.get(event.post_id)) is not None:
-            targets = (*self._everywhere, *readers) if self._everywhere else tuple(readers)
         else:
-            targets = tuple(self._everywhere)
+            index, kind = self._index, event.type
+            targets = ()
+            for key in ((None, None), (None, kind), (post_id, None), (post_id, kind)):
+                if (group := index.get(key)) is not None:
+                    targets = (*targets, *group) if targets else tuple(group)
         for subscription in targets:
             sent += subscription.offer(event, now)
         if sent:
@@ -158,10 +161,8 @@ class Hub:
         """Register a subscriber; it buffers live events until its `run` replays history."""
         subscription = Subscription(transport, request, self._needs)
         self._subscribers[subscription] = None
-        if request.post_id is None:
-            self._everywhere[subscription] = None
-        else:
-            self._by_post.setdefault(request.post_id, {})[subscription] = None
+        for key in _keys(request.post_id, request.types):
+            self._index.setdefault(key, {})[subscription] = None
         self.readers.join(subscription)
         if self.closing:
             subscription.close(CloseCode.GOING_AWAY)
@@ -193,14 +194,11 @@ class Hub:
         if subscription not in self._subscribers:
             return
         del self._subscribers[subscription]
-        post_id = subscription.post_id
-        if post_id is None:
-            del self._everywhere[subscription]
-        else:
-            readers = self._by_post[post_id]
-            del readers[subscription]
-            if not readers:
-                del self._by_post[post_id]
+        for key in _keys(subscription.post_id, subscription.types):
+            group = self._index[key]
+            del group[subscription]
+            if not group:
+                del self._index[key]
         self.readers.leave(subscription)
 
     async def close_all(self, within: float) -> None:
@@ -211,3 +209,10 @@ class Hub:
         if self.connections:
             with anyio.move_on_after(within):
                 await self._drained.wait()
+
+
+def _keys(post_id: str | None, types: frozenset[str] | None) -> list[tuple[str | None, str | None]]:
+    """Where a subscriber sits in the fan-out's index."""
+    if types is None:
+        return [(post_id, None)]
+    return [(post_id, kind) for kind in types]

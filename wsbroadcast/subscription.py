@@ -62,7 +62,7 @@ class Subscription:
     def __init__(self, transport: Transport, request: Request, needs: Needs) -> None:
         self.transport = transport
         self._needs = needs
-        self._types = request.types
+        self.types = request.types  # the hub indexes subscribers by these, and post_id
         self.post_id = request.post_id  # the hub indexes subscribers by it
         self.wants_readers = request.readers
         self._filtered = request.types is not None or request.post_id is not None
@@ -92,7 +92,7 @@ class Subscription:
     def wants(self, event: Event) -> bool:
         if event.id is None:  # control messages pass every filter
             return True
-        if self._types is not None and event.type not in self._types:
+        if self.types is not None and event.type not in self.types:
             return False
         return self.post_id is None or event.post_id is None or event.post_id == self.post_id
 
@@ -101,9 +101,9 @@ class Subscription:
 
         Only for events the subscriber's post_id lets through (the hub's index sees to it).
         """
-        # The hub offers a subscriber with a post_id only its post's events and those with
-        # none (its index): of the filters, only `types` is left to check here.
-        types = self._types
+        # The hub's index offers a subscriber only its post's events and its types', and
+        # events with no post_id to all: for those, `types` is left to check here.
+        types = self.types
         if types is not None and event.type not in types and event.id is not None:
             return False
         if self._replayed_to is not None and _in_stream(event):
