@@ -202,10 +202,9 @@ class Subscription:
             if batch is None:  # not in history (or expired while we replayed): resync
                 position = await self._resync()
                 batch = []
-            for event in batch:
-                if self.wants(event):
-                    await self._write(event)
-                position = event.position
+            await self._write_all([event for event in batch if self.wants(event)])
+            if batch:
+                position = batch[-1].position
             if position is None or (len(batch) < REPLAY_CHUNK and not self.lagging):
                 break  # caught up: every later event is in `pending` or yet to come
             self.lagging = False
@@ -228,8 +227,7 @@ class Subscription:
             if len(recent.events) < REPLAY_CHUNK:
                 break  # the start of history, or of its age limit
             before = recent.events[0].position
-        for event in found[-count:]:
-            await self._write(event)
+        await self._write_all(found[-count:])
         if self.lagging and head is not None:  # live events overflowed `pending`: read them
             self.lagging = False
             await self._catch_up(head, await broker.read_after(head, REPLAY_CHUNK))
@@ -330,10 +328,24 @@ class Subscription:
                 self._writing = None
         # A close during the write cancels it: then it may not have completed.
         if not self.closed:
-            self.last_sent = time.monotonic()
-            if event.position is not None:
-                self._reached = event.position
-            self._needs.metrics.messages_sent.inc()
+            self._wrote(event, 1)
+
+    async def _write_all(self, events: list[Event]) -> None:
+        """Write `events` in order, as many at a time as the transport takes at once."""
+        done = 0
+        while done < len(events) and not self.closed:
+            if written := self.transport.write_some_now(events[done:]):
+                done += written
+                self._wrote(events[done - 1], written)
+            else:  # the socket is busy: wait for it, timed as any write
+                await self._write(events[done])
+                done += 1
+
+    def _wrote(self, last: Event, count: int) -> None:
+        self.last_sent = time.monotonic()
+        if last.position is not None:
+            self._reached = last.position
+        self._needs.metrics.messages_sent.inc(count)
 
     def _discard_leftovers(self) -> None:
         if self._inbox is None or self._outbox is None:
