@@ -27,6 +27,7 @@ from tests.conftest import (
     blog,
     close_code,
     comment,
+    eventually,
     free_port,
     notice,
     receive,
@@ -555,3 +556,30 @@ async def test_a_resume_while_redis_is_down_is_closed_with_1013(redis_server: Re
         await run_sync(redis_server.kill)
         async with service.subscribe(since=event_id) as ws:
             assert await close_code(ws) == 1013  # reconnect with backoff and `since`
+
+
+@pytest.mark.parametrize("broker", ["memory", "redis"])
+async def test_every_accepted_post_is_timed_once_however_the_hub_takes_them(
+    broker: str, redis_server: RedisServer
+) -> None:
+    """wsb_publish_seconds: one observation per accepted POST, also when the hub takes
+    several POSTs' events at once (an XREAD, the embedded broker's waiting batches)."""
+    url = redis_server.url if broker == "redis" else "memory://"
+    posts = 200
+    async with running(broker_url=url) as service, service.subscribe() as ws:
+        limits = httpx.Limits(max_connections=16)
+        async with httpx.AsyncClient(base_url=service.url, limits=limits) as http:
+
+            async def post(n: int) -> None:
+                response = await http.post("/events", json=blog(f"p{n}"))
+                assert response.status_code == 202, response.text
+
+            async with anyio.create_task_group() as tasks:
+                for n in range(posts):
+                    tasks.start_soon(post, n)
+        await receive_n(ws, posts)
+
+        async def all_timed() -> bool:
+            return f"wsb_publish_seconds_count {posts}.0" in await service.metrics()
+
+        await eventually(all_timed, 5)
