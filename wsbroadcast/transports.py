@@ -235,6 +235,10 @@ def for_websocket(scope: Scope, send: Send) -> Transport:
     protocol = scope.get("extensions", {}).get(CONNECTION)
     if not isinstance(protocol, WebSocketProtocol):
         return ASGITransport("ws", send, _message, {"type": "websocket.close"})
+    # The handshake is over, and uvicorn keeps its request and response (their headers,
+    # 3 KB) for the connection's life: it never reads them after the accept.
+    protocol.request = None  # type: ignore[assignment]
+    protocol.response = None  # type: ignore[assignment]
     if protocol.conn.extensions:  # compressed: each frame is the subscriber's own
         end = {"type": "websocket.close"}
         send = cast(Send, protocol.send)
