@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -74,6 +75,8 @@ class Hub:
         # of type T for post X goes to the four groups that may want it, never past the
         # subscribers of other posts or other types (contract: `post_id`, `types`).
         self._index: dict[tuple[str | None, str | None], dict[Subscription, None]] = {}
+        # And by type alone, for events with no post_id (every post's subscribers want them).
+        self._by_type: dict[str | None, dict[Subscription, None]] = {}
         self.readers = Readers(metrics, broker.shared_counts())
         self._accepted: dict[str, float] = {}  # last id of a local POST -> accepted at
         self._position: Position | None = None  # the last event fanned out
@@ -114,15 +117,15 @@ class Hub:
         now = time.monotonic()
         sent = 0
         # A snapshot: a subscriber closed for overflow leaves the set during the loop.
-        post_id = event.post_id
-        if post_id is None:  # a notice, a control message: offer() checks the types
+        post_id, kind = event.post_id, event.type
+        if event.id is None:  # a control message (a resync) passes every filter
             targets = tuple(self._subscribers)
+        elif post_id is None:  # a notice: every post's subscribers of its type
+            targets = _union(self._by_type, (None, kind))
         else:
-            index, kind = self._index, event.type
-            targets = ()
-            for key in ((None, None), (None, kind), (post_id, None), (post_id, kind)):
-                if (group := index.get(key)) is not None:
-                    targets = (*targets, *group) if targets else tuple(group)
+            targets = _union(
+                self._index, ((None, None), (None, kind), (post_id, None), (post_id, kind))
+            )
         for subscription in targets:
             sent += subscription.offer(event, now)
         if sent:
@@ -171,6 +174,8 @@ class Hub:
         self._subscribers[subscription] = None
         for key in _keys(request.post_id, request.types):
             self._index.setdefault(key, {})[subscription] = None
+        for kind in request.types or (None,):
+            self._by_type.setdefault(kind, {})[subscription] = None
         self.readers.join(subscription)
         if self.closing:
             subscription.close(CloseCode.GOING_AWAY)
@@ -203,10 +208,9 @@ class Hub:
             return
         del self._subscribers[subscription]
         for key in _keys(subscription.post_id, subscription.types):
-            group = self._index[key]
-            del group[subscription]
-            if not group:
-                del self._index[key]
+            _remove(self._index, key, subscription)
+        for kind in subscription.types or (None,):
+            _remove(self._by_type, kind, subscription)
         self.readers.leave(subscription)
 
     async def close_all(self, within: float) -> None:
@@ -224,3 +228,23 @@ def _keys(post_id: str | None, types: frozenset[str] | None) -> list[tuple[str |
     if types is None:
         return [(post_id, None)]
     return [(post_id, kind) for kind in types]
+
+
+def _union(
+    index: dict[Any, dict[Subscription, None]], keys: Iterable[Any]
+) -> tuple[Subscription, ...]:
+    """The subscribers of these groups of the index: a tuple, so closing one mid-loop is safe."""
+    targets: tuple[Subscription, ...] = ()
+    for key in keys:
+        if (group := index.get(key)) is not None:
+            targets = (*targets, *group) if targets else tuple(group)
+    return targets
+
+
+def _remove(
+    index: dict[Any, dict[Subscription, None]], key: Any, subscription: Subscription
+) -> None:
+    group = index[key]
+    del group[subscription]
+    if not group:
+        del index[key]
