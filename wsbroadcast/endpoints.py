@@ -26,7 +26,7 @@ from .events import parse_batch
 from .hub import Hub
 from .responses import JSONResponse, error_response
 from .settings import Settings
-from .subscription import Subscription
+from .subscription import Departure
 
 logger = logging.getLogger("wsbroadcast")
 
@@ -146,21 +146,16 @@ class Subscribe(WebSocketEndpoint):
     """`WS /ws`: receive-only. The subscriber's writer runs beside starlette's receive loop."""
 
     encoding = None
-    subscription: Subscription | None = None  # once the writer has begun
 
     async def dispatch(self) -> None:
         self.code: int = CloseCode.NORMAL
+        self.departure = Departure()
         async with anyio.create_task_group() as self.tasks:
             await super().dispatch()
-            # The peer left, or was closed. Let the writer return rather than cancel it: a
-            # cancelled task leaves a reference cycle (anyio keeps its CancelledError in a
-            # frame the error's traceback holds), and with it the whole connection, for
-            # the collector's rarest pass. One that does not return in time is cancelled.
-            if self.subscription is not None:
-                self.subscription.close(None)
-                self.tasks.cancel_scope.deadline = anyio.current_time() + transports.CLOSE_SECONDS
-            else:
-                self.tasks.cancel_scope.cancel()
+            # The peer left, or was closed: the writer returns (nothing cancelled: see
+            # Departure). One that does not return in time is cancelled.
+            self.departure.left()
+            self.tasks.cancel_scope.deadline = anyio.current_time() + transports.CLOSE_SECONDS
 
     async def on_connect(self, websocket: WebSocket) -> None:
         offered = tuple(websocket.scope.get("subprotocols", ()))
@@ -188,12 +183,9 @@ class Subscribe(WebSocketEndpoint):
     async def _serve(self, websocket: WebSocket, admission: Admission) -> None:
         hub: Hub = websocket.app.state.hub
         transport = transports.for_websocket(websocket.scope, websocket.send)
-        code = await hub.serve(transport, admission.request, admission.slot, self._started)
+        code = await hub.serve(transport, admission.request, admission.slot, self.departure.started)
         if code is not None:
             self.code = code
-
-    def _started(self, subscription: Subscription) -> None:
-        self.subscription = subscription
 
     async def on_disconnect(self, websocket: WebSocket, close_code: int) -> None:
         code = self.code if self.code != CloseCode.NORMAL else close_code

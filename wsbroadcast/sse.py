@@ -16,7 +16,7 @@ from .hub import Hub
 from .responses import error_response
 from .security import origin_allowed
 from .settings import Settings
-from .subscription import Subscription
+from .subscription import Departure
 
 logger = logging.getLogger("wsbroadcast")
 
@@ -87,39 +87,23 @@ class EventStream:
                 }
             )
             transport = transports.for_sse(scope, send)  # type: ignore[arg-type]
-            left = _Left()
+            departure = Departure()
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(left.wait, receive)
-                code = await self.hub.serve(transport, self.admission.request, slot, left.started)
+                tasks.start_soon(_until_disconnect, receive, departure)
+                request = self.admission.request
+                code = await self.hub.serve(transport, request, slot, departure.started)
                 if code is None:  # the peer left: end the response all the same
                     await transport.close(CloseCode.NORMAL)
                 # The response is complete, so `receive` answers http.disconnect and the
-                # watcher returns. Nothing is cancelled: a cancelled task or scope can leave
-                # a reference cycle (anyio < 4.16 does), and the connection with it, for
-                # the collector's rarest pass. One that does not return in time is.
+                # watcher returns (nothing cancelled: see Departure). One that does not
+                # return in time is.
                 tasks.cancel_scope.deadline = anyio.current_time() + transports.CLOSE_SECONDS
         finally:
             slot.release()
             self.hub.metrics.disconnected(code if code is not None else CloseCode.NORMAL)
 
 
-class _Left:
-    """Watches for the peer leaving, and closes its subscription when it does."""
-
-    __slots__ = ("gone", "subscription")
-
-    def __init__(self) -> None:
-        self.subscription: Subscription | None = None
-        self.gone = False
-
-    def started(self, subscription: Subscription) -> None:
-        self.subscription = subscription
-        if self.gone:
-            subscription.close(None)
-
-    async def wait(self, receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        self.gone = True
-        if self.subscription is not None:
-            self.subscription.close(None)  # its writer returns, and the response ends
+async def _until_disconnect(receive: Receive, departure: Departure) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    departure.left()  # its writer returns, and the response ends

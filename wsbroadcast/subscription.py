@@ -99,13 +99,9 @@ class Subscription:
     def offer(self, event: Event, now: float) -> bool:
         """Deliver now, or buffer; never blocks. True when the event was written.
 
-        Only for events the subscriber's post_id lets through (the hub's index sees to it).
+        Only for events the subscriber's filters let through: the hub's index, by post_id
+        and type, offers it nothing else (control messages pass every filter).
         """
-        # The hub's index offers a subscriber only its post's events and its types', and
-        # events with no post_id to all: for those, `types` is left to check here.
-        types = self.types
-        if types is not None and event.type not in types and event.id is not None:
-            return False
         if self._replayed_to is not None and _in_stream(event):
             # Events appended before the replay read them may still be on their way
             # through the hub: pass only those newer than the last replayed.
@@ -352,6 +348,30 @@ class Subscription:
             return
         self._outbox.close()
         self._inbox.close()
+
+
+class Departure:
+    """The peer's leaving, told to its subscription whenever it comes, before the
+    subscription has started or after: closed, its writer returns. The endpoints end a
+    subscriber so rather than by cancelling its task, since a cancelled task or scope
+    leaves a reference cycle (anyio keeps the CancelledError in a frame its traceback
+    holds), and the whole connection with it, for the collector's rarest pass."""
+
+    __slots__ = ("gone", "subscription")
+
+    def __init__(self) -> None:
+        self.subscription: Subscription | None = None
+        self.gone = False
+
+    def started(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+        if self.gone:
+            subscription.close(None)
+
+    def left(self) -> None:
+        self.gone = True
+        if self.subscription is not None:
+            self.subscription.close(None)
 
 
 def _settle(waker: asyncio.Future[bool], value: bool) -> None:

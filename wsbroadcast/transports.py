@@ -122,7 +122,7 @@ class UvicornWebSocket:
                 break
             frames.append(frame)
             size += len(frame)
-        socket.write(b"".join(frames) if len(frames) > 1 else frames[0])
+        socket.write(b"".join(frames))  # one frame: joined without a copy
         return len(frames)
 
     @property
@@ -334,11 +334,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.resumed()
         super().connection_lost(exc)
-        # The scope names this protocol, which holds the scope: a cycle that only the
-        # collector's rarest pass would free, with the whole connection behind it.
-        scope = getattr(self, "scope", None)
-        if isinstance(scope, dict):
-            scope.get("extensions", {}).pop(CONNECTION, None)
+        _forget(getattr(self, "scope", None))
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -397,11 +393,11 @@ class HTTPProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        _forget(self.cycle)
+        _forget(self.cycle and self.cycle.scope)
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
-        _forget(self.cycle)
+        _forget(self.cycle and self.cycle.scope)
         super().on_response_complete()
 
     def on_message_begin(self) -> None:
@@ -436,11 +432,12 @@ class HTTPProtocol(HttpToolsProtocol):
             self.header_timer = None
 
 
-def _forget(cycle: Any) -> None:
-    """Take a finished request's connection out of its scope: the connection's `send` holds
-    the request, which holds the scope, a cycle only the collector's rarest pass frees."""
-    if cycle is not None:
-        cycle.scope.get("extensions", {}).pop(CONNECTION, None)
+def _forget(scope: Any) -> None:
+    """Take a finished connection out of its scope: the connection holds the scope (the
+    WebSocket protocol; an SSE response's `send`, through its request), a cycle that only
+    the collector's rarest pass would free, with the whole connection behind it."""
+    if isinstance(scope, dict):
+        scope.get("extensions", {}).pop(CONNECTION, None)
 
 
 def http_protocol(header_seconds: float) -> type[HTTPProtocol]:

@@ -196,13 +196,17 @@ class MemoryBroker:
             # And every batch already waiting: POSTs on several connections append several
             # in one turn of the event loop, and the hub would take one a turn, until the
             # backlog filled and publishing answered 503.
-            while len(batch) < TAKE:
+            taken = batch
+            while len(taken) < TAKE:
                 try:
                     more = receiver.receive_nowait()
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
                 assert isinstance(more, list)  # this broker never sends NewEpoch
-                batch = [*batch, *more]
+                if taken is batch:
+                    taken = list(batch)  # a copy once, not one per batch taken
+                taken.extend(more)
+            batch = taken
             self._waiting -= sum(map(cost, batch))
         return batch
 
