@@ -72,6 +72,71 @@ async def test_without_uvicorns_names_the_service_warns_and_serves_through_asgi_
     assert [w for w in warnings if "WebSocketsSansIOProtocol.gone" in w], warnings
 
 
+async def test_through_asgi_send_a_reader_sees_the_peer_leave_with_its_code(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transports, "WEBSOCKET_NAMES", (*transports.WEBSOCKET_NAMES, "gone"))
+    async with start() as svc:
+        async with svc.subscribe() as ws:
+            await eventually(lambda: _has_subscriber(svc))
+            await ws.send("read and ignored")
+            await svc.publish(blog())
+            assert (await receive(ws))["type"] == "blog_update"
+        await eventually(lambda: _no_subscriber(svc))
+        assert 'wsb_disconnects_total{code="1000"} 1.0' in await svc.metrics()
+
+
+async def _no_subscriber(svc: Service) -> bool:
+    return not svc.app.state.hub._subscribers
+
+
+# -- what an idle subscriber costs (issue 19) -------------------------------------------
+
+
+async def test_an_idle_subscriber_is_one_task_and_keeps_no_handshake_request(
+    service: Service,
+) -> None:
+    """On uvicorn, an idle subscriber is its connection's own task, with no reader or task
+    group beside it, and the parsed handshake (2 KB of headers) is not kept."""
+
+    def requests() -> int:
+        return sum(type(o) is websockets.http11.Request for o in gc.get_objects())
+
+    tasks, kept = len(asyncio.all_tasks()), requests()
+    clients = [await RawClient.connect(service.port) for _ in range(20)]
+    try:
+        await eventually(lambda: _subscribers(service, 20))
+        assert len(asyncio.all_tasks()) - tasks == 20
+        assert requests() - kept == 0
+    finally:
+        for client in clients:
+            client.sock.close()
+
+
+async def _subscribers(svc: Service, n: int) -> bool:
+    return len(svc.app.state.hub._subscribers) == n
+
+
+async def test_a_client_that_sends_without_end_is_still_read_and_answered(
+    service: Service,
+) -> None:
+    """Nothing reads a subscriber's messages: they are dropped as they come, so reading
+    never pauses (a ping still gets its pong), nothing piles up, and the peer's close is
+    seen with its code."""
+    async with service.subscribe() as ws:
+        await eventually(lambda: _has_subscriber(service))
+        for i in range(2000):
+            await ws.send(f"message {i}")
+        with within(5):
+            await (await ws.ping())
+        (subscription,) = service.app.state.hub._subscribers
+        assert not subscription.transport._protocol.queue.items
+        await service.publish(blog())
+        assert (await receive(ws))["type"] == "blog_update"
+    await eventually(lambda: _no_subscriber(service))
+    assert 'wsb_disconnects_total{code="1000"} 1.0' in await service.metrics()
+
+
 # -- what a client can make the server hold ------------------------------------------------
 
 

@@ -14,7 +14,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from . import security, transports
 from .admission import Admission, admit, client_address
 from .errors import (
-    CloseCode,
     InvalidBody,
     Refused,
     ServiceError,
@@ -143,29 +142,31 @@ async def metrics(request: Request) -> Response:
 
 
 class Subscribe(WebSocketEndpoint):
-    """`WS /ws`: receive-only. The subscriber's writer runs beside starlette's receive loop."""
+    """`WS /ws`: receive-only. Where the connection tells of the peer's leaving itself
+    (uvicorn, see transports), the subscriber runs in the connection's own task and
+    nothing reads: one task per subscriber, no task group (issue 19: memory per idle
+    connection). Elsewhere a watcher reads `receive` beside it, as SSE does."""
 
     encoding = None
 
     async def dispatch(self) -> None:
-        self.code: int = CloseCode.NORMAL
-        self.departure = Departure()
-        async with anyio.create_task_group() as self.tasks:
-            await super().dispatch()
-            # The peer left, or was closed: the writer returns (nothing cancelled: see
-            # Departure). One that does not return in time is cancelled.
-            self.departure.left()
-            self.tasks.cancel_scope.deadline = anyio.current_time() + transports.CLOSE_SECONDS
+        websocket = WebSocket(self.scope, receive=self.receive, send=self.send)
+        admission = await self.on_connect(websocket)
+        if isinstance(admission, Admission):
+            code = await self._serve(websocket, admission)
+        else:
+            code = admission
+        await self.on_disconnect(websocket, code)
 
-    async def on_connect(self, websocket: WebSocket) -> None:
+    async def on_connect(self, websocket: WebSocket) -> Admission | int:  # type: ignore[override]
+        """Accept, or accept and close with the refusal's code (a close before accept is
+        an HTTP 403 the browser cannot read); the admission, or the code."""
         offered = tuple(websocket.scope.get("subprotocols", ()))
         # Browsers drop a connection whose offered subprotocol goes unanswered.
         subprotocol = security.SUBPROTOCOL if security.SUBPROTOCOL in offered else None
         try:
             admission = admit(websocket, "ws", offered)
         except Refused as refusal:
-            # Accept first: a close before accept is an HTTP 403 the browser cannot read.
-            self.code = refusal.code
             with contextlib.suppress(WebSocketDisconnect, OSError):
                 await websocket.accept(subprotocol)
                 await websocket.close(refusal.code, refusal.close_reason)
@@ -175,19 +176,39 @@ class Subscribe(WebSocketEndpoint):
                 refusal.code,
                 refusal.reason,
             )
-            return
-        await websocket.accept(subprotocol)
+            return refusal.code
+        try:
+            await websocket.accept(subprotocol)
+        except BaseException:
+            admission.slot.release()
+            raise
         logger.debug("subscriber %s connected", client_address(websocket))
-        self.tasks.start_soon(self._serve, websocket, admission)
+        return admission
 
-    async def _serve(self, websocket: WebSocket, admission: Admission) -> None:
+    async def _serve(self, websocket: WebSocket, admission: Admission) -> int:
+        """The subscriber's life; its close code, or the peer's when the peer left."""
         hub: Hub = websocket.app.state.hub
+        departure = Departure()
         transport = transports.for_websocket(websocket.scope, websocket.send)
-        code = await hub.serve(transport, admission.request, admission.slot, self.departure.started)
-        if code is not None:
-            self.code = code
+        request, slot = admission.request, admission.slot
+        if transports.watch_departure(websocket.scope, departure.left):
+            code = await hub.serve(transport, request, slot, departure.started)
+        else:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_until_disconnect, websocket, departure)
+                code = await hub.serve(transport, request, slot, departure.started)
+                # Closed, the peer's answer ends the watcher (nothing cancelled: see
+                # Departure). One that does not return in time is cancelled.
+                tasks.cancel_scope.deadline = anyio.current_time() + transports.CLOSE_SECONDS
+        return code if code is not None else departure.code
 
     async def on_disconnect(self, websocket: WebSocket, close_code: int) -> None:
-        code = self.code if self.code != CloseCode.NORMAL else close_code
-        websocket.app.state.metrics.disconnected(code)
-        logger.debug("subscriber %s gone: %d", client_address(websocket), code)
+        websocket.app.state.metrics.disconnected(close_code)
+        logger.debug("subscriber %s gone: %d", client_address(websocket), close_code)
+
+
+async def _until_disconnect(websocket: WebSocket, departure: Departure) -> None:
+    """Read and drop what the peer sends until it leaves (contract: read and ignored)."""
+    while (message := await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+    departure.left(int(message.get("code") or 1005))

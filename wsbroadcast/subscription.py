@@ -59,6 +59,32 @@ class Needs:
 class Subscription:
     """One subscriber: its filters, its bounded buffer and its writer."""
 
+    __slots__ = (  # one per connection: a dict of these would be 1 KB more
+        "__weakref__",  # for the leak tests' weak references
+        "_count_waiting",
+        "_expires_at",
+        "_filtered",
+        "_inbox",
+        "_needs",
+        "_outbox",
+        "_reached",
+        "_replayed_to",
+        "_waker",
+        "_writing",
+        "close_code",
+        "closed",
+        "idle",
+        "lagging",
+        "last_sent",
+        "pending",
+        "post_id",
+        "replaying",
+        "stalled",
+        "transport",
+        "types",
+        "wants_readers",
+    )
+
     def __init__(self, transport: Transport, request: Request, needs: Needs) -> None:
         self.transport = transport
         self._needs = needs
@@ -357,18 +383,21 @@ class Departure:
     leaves a reference cycle (anyio keeps the CancelledError in a frame its traceback
     holds), and the whole connection with it, for the collector's rarest pass."""
 
-    __slots__ = ("gone", "subscription")
+    __slots__ = ("code", "gone", "subscription")
 
     def __init__(self) -> None:
         self.subscription: Subscription | None = None
         self.gone = False
+        self.code = 1005  # the peer's close code, once it has left (1005: none given)
 
     def started(self, subscription: Subscription) -> None:
         self.subscription = subscription
         if self.gone:
             subscription.close(None)
 
-    def left(self) -> None:
+    def left(self, code: int = 1005) -> None:
+        if not self.gone:
+            self.code = code
         self.gone = True
         if self.subscription is not None:
             self.subscription.close(None)

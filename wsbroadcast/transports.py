@@ -27,6 +27,7 @@ import anyio
 from starlette.types import Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import Protocol as Frames
 
 from .events import Event
 
@@ -246,6 +247,17 @@ def for_websocket(scope: Scope, send: Send) -> Transport:
     return UvicornWebSocket(protocol)
 
 
+def watch_departure(scope: Scope, on_leave: Callable[[int], None]) -> bool:
+    """Have the connection call `on_leave(code)` when the peer leaves, and drop what it
+    sends, so that nothing need read `receive`; False where the server cannot (then
+    read `receive` for the disconnect)."""
+    protocol = scope.get("extensions", {}).get(CONNECTION)
+    if not isinstance(protocol, WebSocketProtocol):
+        return False
+    protocol.watch(on_leave)
+    return True
+
+
 def for_sse(scope: Scope, send: Send) -> Transport:
     """The transport for a `text/event-stream` response whose headers went out."""
     end = {"type": "http.response.body", "body": b"", "more_body": False}
@@ -273,6 +285,11 @@ WEBSOCKET_NAMES = (
     "connection_lost",
     "pause_writing",
     "resume_writing",
+    "queue",
+    "receive",
+    "read_paused",
+    "frames",
+    "send_receive_event_to_app",
 )
 HTTP_NAMES = (
     "transport",
@@ -320,9 +337,109 @@ class _Guard:
             self.socket.abort()
 
 
+class _Inbox:
+    """uvicorn's receive queue, lighter: an asyncio.Queue is 3 KB (four deques and an
+    Event) on every connection. Once watched, nothing reads it: a data message is dropped
+    and the peer's leaving told to `on_leave`, so a receive-only subscriber needs no task
+    to read (contract: messages from a client are read and ignored)."""
+
+    __slots__ = ("items", "on_leave", "waiter")
+
+    def __init__(self) -> None:
+        self.items: list[Message] = []
+        self.waiter: asyncio.Future[None] | None = None
+        self.on_leave: Callable[[int], None] | None = None
+
+    def put_nowait(self, message: Message) -> None:
+        if self.on_leave is None:
+            self.items.append(message)
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)
+        elif message["type"] == "websocket.disconnect":
+            on_leave, self.on_leave = self.on_leave, _ignore
+            on_leave(int(message.get("code") or 1005))
+
+    def empty(self) -> bool:
+        return not self.items
+
+    async def get(self) -> Message:
+        while not self.items:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.items.pop(0)
+
+
+def _ignore(code: int) -> None:
+    pass
+
+
+class _Flag:
+    """The part of asyncio.Event uvicorn uses for `writable`, without the Event's deque
+    (760 bytes on every connection): waiters are kept only while there are some."""
+
+    __slots__ = ("_is_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._is_set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def set(self) -> None:
+        self._is_set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._is_set = False
+
+    async def wait(self) -> bool:
+        if not self._is_set:
+            waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if self._waiters is not None and waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        return True
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol, with its connection in the scope and a bound
-    on what it may have unsent."""
+    """uvicorn's sans-I/O WebSocket protocol, with its connection in the scope, a bound
+    on what it may have unsent, and a receive queue that can stop being read."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue: _Inbox = _Inbox()  # type: ignore[assignment]
+        self.writable: _Flag = _Flag()  # type: ignore[assignment]
+
+    def watch(self, on_leave: Callable[[int], None]) -> None:
+        """From now on nothing reads this connection: `on_leave(code)` is called when the
+        peer leaves (at once if it has), and what it sends is read and dropped."""
+        inbox = self.queue
+        left = [m for m in inbox.items if m["type"] == "websocket.disconnect"]
+        inbox.items.clear()
+        inbox.on_leave = on_leave
+        if left:
+            inbox.put_nowait(left[0])
+        if self.read_paused:  # uvicorn stops reading until its last message is taken
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def send_receive_event_to_app(self) -> None:
+        if self.queue.on_leave is None:
+            super().send_receive_event_to_app()
+        else:
+            self.frames = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -352,6 +469,18 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if getattr(response, "status_code", None) == 101 and isinstance(scope, dict):
             scope.setdefault("extensions", {})[CONNECTION] = self
+            self._forget_request()
+
+    def _forget_request(self) -> None:
+        # websockets' parser keeps the handshake request (2 KB of headers) in its frame
+        # for the connection's life. Nothing read yet past the request (uvicorn's upgrade
+        # hands over the request alone) means the parser waits at the start of a frame
+        # with nothing consumed: a frame parser of its own takes over from exactly there.
+        conn = self.conn
+        if not conn.reader.buffer:
+            parser = Frames.parse(conn)
+            next(parser)
+            conn.parser = parser
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -493,9 +622,11 @@ def check_uvicorn() -> list[str]:
         missing = []
         ws = WebSocketsSansIOProtocol(config, state, {}, _loop=loop)
         missing += [f"WebSocketsSansIOProtocol.{n}" for n in WEBSOCKET_NAMES if not hasattr(ws, n)]
-        for name in ("extensions", "handshake_exc"):
+        for name in ("extensions", "handshake_exc", "parser", "reader", "parse"):
             if not hasattr(getattr(ws, "conn", None), name):
                 missing.append(f"WebSocketsSansIOProtocol.conn.{name}")
+        if not hasattr(getattr(getattr(ws, "conn", None), "reader", None), "buffer"):
+            missing.append("WebSocketsSansIOProtocol.conn.reader.buffer")
         http = HttpToolsProtocol(config, state, {}, _loop=loop)
         missing += [f"HttpToolsProtocol.{n}" for n in HTTP_NAMES if not hasattr(http, n)]
         return missing
