@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import weakref
+from typing import Any
 
 import anyio
 import httpx
@@ -21,9 +22,12 @@ from tests.conftest import (
     Service,
     Start,
     blog,
+    comment,
     eventually,
     free_port,
+    notice,
     receive,
+    receive_n,
     spawned,
     within,
 )
@@ -88,6 +92,53 @@ async def test_through_asgi_send_a_reader_sees_the_peer_leave_with_its_code(
 
 async def _no_subscriber(svc: Service) -> bool:
     return not svc.app.state.hub._subscribers
+
+
+class CountingSocket:
+    """A subscriber's real socket, its writes counted."""
+
+    def __init__(self, socket: Any) -> None:
+        self.socket = socket
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.socket.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.socket, name)
+
+
+def count_writes(svc: Service) -> dict[str | None, CountingSocket]:
+    """Each subscriber's socket writes, by its post_id filter."""
+    spies = {}
+    for subscription in svc.app.state.hub._subscribers:
+        transport = subscription.transport
+        assert isinstance(transport, UvicornWebSocket)
+        spies[subscription.post_id] = transport._socket = CountingSocket(transport._socket)
+    return spies
+
+
+async def test_the_events_of_a_batch_reach_each_subscriber_in_one_write(
+    service: Service,
+) -> None:
+    """A send costs the kernel far more than its bytes: a subscriber gets the events of a
+    batch it wants in one write, whether every subscriber wants all of them or not."""
+    async with service.subscribe() as everything:
+        await eventually(lambda: _subscribers(service, 1))
+        spies = count_writes(service)
+        ids = await service.publish([blog("p1"), blog("p2"), comment("p1")])
+        assert [m["id"] for m in await receive_n(everything, 3)] == ids
+        assert spies[None].writes == 1
+        async with service.subscribe(post_id="p1") as p1:
+            await eventually(lambda: _subscribers(service, 2))
+            spies = count_writes(service)
+            b1, _, c1, n = ids = await service.publish(
+                [blog("p1"), blog("p2"), comment("p1"), notice()]
+            )
+            assert [m["id"] for m in await receive_n(everything, 4)] == ids
+            assert [m["id"] for m in await receive_n(p1, 3)] == [b1, c1, n]
+            assert (spies[None].writes, spies["p1"].writes) == (1, 1)
 
 
 # -- what an idle subscriber costs (issue 19) -------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import anyio
@@ -98,34 +98,66 @@ class Hub:
                 self._fan_out(events.resync(batch.head, reason="history_expired"))
                 continue
             offered = 0
-            for event in batch:
-                offered += self._fan_out(event)
+            for run in _runs(batch):
+                offered += self._fan_out(run[0]) if len(run) == 1 else self._fan_out_run(run)
                 # A batch from the broker may hold several POSTs' events: time each.
-                accepted = self._accepted.pop(event.id or "", None) if self._accepted else None
-                if accepted is not None:
-                    self.metrics.publish_seconds.observe(time.monotonic() - accepted)
+                if self._accepted:
+                    for event in run:
+                        accepted = self._accepted.pop(event.id or "", None)
+                        if accepted is not None:
+                            self.metrics.publish_seconds.observe(time.monotonic() - accepted)
                 # A large batch must not starve the rest of the server; with the index, an
                 # event may reach few subscribers, so yield by offers made, not per event.
                 if offered >= YIELD_EVERY:
-                    self._position = event.position
+                    self._position = run[-1].position
                     await checkpoint()
                     offered = 0
             self._position = batch[-1].position
+
+    def _groups(self, event: Event) -> tuple[dict[Subscription, None], ...]:
+        """The groups of the index that may want a stream event."""
+        if event.post_id is None:  # a notice: every post's subscribers of its type
+            return _groups(self._by_type, (None, event.type))
+        post_id, kind = event.post_id, event.type
+        return _groups(self._index, ((None, None), (None, kind), (post_id, None), (post_id, kind)))
+
+    def _fan_out_run(self, run: list[Event]) -> int:
+        """Several events at once: each subscriber gets the ones it wants in one write, not
+        one write each (a send costs the kernel far more than its bytes: issue 19). How
+        many offers that stands for."""
+        now = time.monotonic()
+        sent = 0
+        groups = [self._groups(event) for event in run]
+        if all(_same(g, groups[0]) for g in groups):  # say, every subscriber unfiltered
+            targets = _union(groups[0])
+            frames = b"".join([event.ws_frame for event in run])
+            for subscription in targets:
+                sent += subscription.offer_all(run, frames, now)
+        else:  # each subscriber's own share of the run, in id order
+            shares: dict[Subscription, list[Event]] = {}
+            for event, its_groups in zip(run, groups, strict=True):
+                for group in its_groups:
+                    for subscription in group:  # in one of an event's groups at most
+                        if (share := shares.get(subscription)) is None:
+                            shares[subscription] = [event]
+                        else:
+                            share.append(event)
+            targets = tuple(shares)
+            for subscription, share in shares.items():
+                sent += subscription.offer_all(share, None, now)
+        if sent:
+            self.metrics.messages_sent.inc(sent)
+        return len(targets) * len(run)
 
     def _fan_out(self, event: Event) -> int:
         """Offer the event to every subscriber that may want it; how many were offered it."""
         now = time.monotonic()
         sent = 0
         # A snapshot: a subscriber closed for overflow leaves the set during the loop.
-        post_id, kind = event.post_id, event.type
         if event.id is None:  # a control message (a resync) passes every filter
             targets = tuple(self._subscribers)
-        elif post_id is None:  # a notice: every post's subscribers of its type
-            targets = _union(self._by_type, (None, kind))
         else:
-            targets = _union(
-                self._index, ((None, None), (None, kind), (post_id, None), (post_id, kind))
-            )
+            targets = _union(self._groups(event))
         for subscription in targets:
             sent += subscription.offer(event, now)
         if sent:
@@ -230,15 +262,44 @@ def _keys(post_id: str | None, types: frozenset[str] | None) -> list[tuple[str |
     return [(post_id, kind) for kind in types]
 
 
-def _union(
+def _groups(
     index: dict[Any, dict[Subscription, None]], keys: Iterable[Any]
-) -> tuple[Subscription, ...]:
-    """The subscribers of these groups of the index: a tuple, so closing one mid-loop is safe."""
+) -> tuple[dict[Subscription, None], ...]:
+    return tuple(group for key in keys if (group := index.get(key)) is not None)
+
+
+def _union(groups: tuple[dict[Subscription, None], ...]) -> tuple[Subscription, ...]:
+    """The subscribers of these groups of the index: a tuple, so closing one mid-loop is
+    safe. A subscriber sits in one group per type it names, and an event has one type, so
+    no subscriber is in two of an event's groups."""
     targets: tuple[Subscription, ...] = ()
-    for key in keys:
-        if (group := index.get(key)) is not None:
-            targets = (*targets, *group) if targets else tuple(group)
+    for group in groups:
+        targets = (*targets, *group) if targets else tuple(group)
     return targets
+
+
+def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    """The same groups: the same subscribers (by identity, not by content)."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+RUN_EVENTS = 64  # events written to a subscriber at once, at most
+RUN_BYTES = 64 << 10  # and their frames' bytes, at most (one event may pass it alone)
+
+
+def _runs(batch: list[Event]) -> Iterator[list[Event]]:
+    """The batch cut into runs fanned out together: bounded so that one subscriber's
+    write, and the lists of a run, stay small."""
+    run: list[Event] = []
+    size = 0
+    for event in batch:
+        if run and (len(run) == RUN_EVENTS or size + len(event.ws_frame) > RUN_BYTES):
+            yield run
+            run, size = [], 0
+        run.append(event)
+        size += len(event.ws_frame)
+    if run:
+        yield run
 
 
 def _remove(

@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVarTuple
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -29,6 +30,7 @@ from .transports import STALL_SECONDS, Transport
 
 logger = logging.getLogger("wsbroadcast.hub")
 
+Args = TypeVarTuple("Args")
 REPLAY_CHUNK = 100  # events read from history at a time during a resume or a rewind
 
 
@@ -135,17 +137,11 @@ class Subscription:
                 return False
             self._replayed_to = None
         if self.idle:
-            try:
-                if self.transport.write_now(event):
+            written = self._write_now(self.transport.write_now, event)
+            if written is not False:
+                if written:
                     self.last_sent = now
-                    return True
-            except OSError:  # the peer is gone: its receive loop sees the disconnect
-                self.close(None)
-                return False
-            except Exception:  # one broken connection must never stop the broadcaster
-                logger.exception("dropping a subscriber whose write failed")
-                self.close(None)
-                return False
+                return bool(written)
             self.idle = False  # the socket is busy: the writer takes it, and the rest in order
             self._queue(event)
         elif self.replaying:
@@ -162,6 +158,29 @@ class Subscription:
             except anyio.WouldBlock:
                 self.close(CloseCode.TOO_SLOW)
         return False
+
+    def offer_all(self, events: list[Event], frames: bytes | None, now: float) -> int:
+        """Several events this subscriber wants, `frames` their frames joined (None: not
+        joined yet): in one write when the subscriber is idle and past its replay's
+        seam, else offered one by one. How many were written; never blocks."""
+        if self.idle and self._replayed_to is None:
+            written = self._write_now(self.transport.write_all_now, events, frames)
+            if written is not False:
+                if written:
+                    self.last_sent = now
+                return len(events) if written else 0
+        return sum(self.offer(event, now) for event in events)
+
+    def _write_now(self, write: Callable[[*Args], bool], *args: *Args) -> bool | None:
+        """A write the fan-out makes: None when it failed, and the subscriber is closed."""
+        try:
+            return write(*args)
+        except OSError:  # the peer is gone: the endpoint sees the disconnect
+            self.close(None)
+        except Exception:  # one broken connection must never stop the broadcaster
+            logger.exception("dropping a subscriber whose write failed")
+            self.close(None)
+        return None
 
     def _queue(self, event: Event) -> None:
         """Into the bounded buffer (WouldBlock when full), rousing the writer."""

@@ -58,6 +58,12 @@ class Transport(Protocol):
         (a replay's chunk); how many were written. Never blocks."""
         ...
 
+    def write_all_now(self, events: Sequence[Event], frames: bytes | None) -> bool:
+        """Write every one of `events` now in one write, if the socket takes it without
+        waiting; `frames` are their frames joined, when the caller has them. False where
+        each message is a send of its own (ASGI). Never blocks."""
+        ...
+
     @property
     def backed_up(self) -> bool:
         """Bytes of an earlier write still wait: a stall began with that write."""
@@ -125,6 +131,13 @@ class UvicornWebSocket:
             size += len(frame)
         socket.write(b"".join(frames))  # one frame: joined without a copy
         return len(frames)
+
+    def write_all_now(self, events: Sequence[Event], frames: bytes | None) -> bool:
+        socket = self._socket
+        if socket.get_write_buffer_size() or socket.is_closing() or self._protocol.close_sent:
+            return False
+        socket.write(frames if frames is not None else b"".join([e.ws_frame for e in events]))
+        return True
 
     @property
     def backed_up(self) -> bool:
@@ -201,6 +214,9 @@ class ASGITransport:
 
     def write_some_now(self, events: Sequence[Event]) -> int:
         return 1 if events and self.write_now(events[0]) else 0  # one message per send
+
+    def write_all_now(self, events: Sequence[Event], frames: bytes | None) -> bool:
+        return False  # one message per send: offered one by one
 
     @property
     def backed_up(self) -> bool:
