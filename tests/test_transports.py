@@ -31,7 +31,7 @@ from tests.conftest import (
     spawned,
     within,
 )
-from wsbroadcast import transports
+from wsbroadcast import hub, transports
 from wsbroadcast.subscription import Subscription
 from wsbroadcast.transports import ASGITransport, UvicornWebSocket
 
@@ -139,6 +139,41 @@ async def test_the_events_of_a_batch_reach_each_subscriber_in_one_write(
             assert [m["id"] for m in await receive_n(everything, 4)] == ids
             assert [m["id"] for m in await receive_n(p1, 3)] == [b1, c1, n]
             assert (spies[None].writes, spies["p1"].writes) == (1, 1)
+
+
+async def test_a_fan_out_to_many_lets_the_server_run_between_its_chunks(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every YIELD_EVERY offers the broadcaster yields: what else waits (a POST, a
+    handshake) runs before the rest of the subscribers are written to."""
+    monkeypatch.setattr(hub, "YIELD_EVERY", 2)
+    clients = [await RawClient.connect(service.port) for _ in range(6)]
+    try:
+        await eventually(lambda: _subscribers(service, 6))
+        first, *_, last = service.app.state.hub._subscribers
+        ran, reached = asyncio.Event(), asyncio.Event()
+        seen_by_last: list[bool] = []
+
+        class First(CountingSocket):
+            def write(self, data: bytes) -> None:
+                asyncio.get_running_loop().call_soon(ran.set)  # runs once the hub yields
+                super().write(data)
+
+        class Last(CountingSocket):
+            def write(self, data: bytes) -> None:
+                seen_by_last.append(ran.is_set())
+                reached.set()
+                super().write(data)
+
+        first.transport._socket = First(first.transport._socket)
+        last.transport._socket = Last(last.transport._socket)
+        await service.publish(blog())
+        with within(5):
+            await reached.wait()
+        assert seen_by_last == [True]
+    finally:
+        for client in clients:
+            client.sock.close()
 
 
 # -- what an idle subscriber costs (issue 19) -------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
@@ -26,6 +26,8 @@ from .transports import Kind, Transport
 logger = logging.getLogger("wsbroadcast.hub")
 
 __all__ = ["Hub", "Slot"]
+
+T = TypeVar("T")
 
 MAX_TIMED = 10_000  # POSTs awaiting their fan-out for wsb_publish_seconds, at most
 YIELD_EVERY = 1000  # offers between two yields to the rest of the server, during a batch
@@ -80,6 +82,7 @@ class Hub:
         self.readers = Readers(metrics, broker.shared_counts())
         self._accepted: dict[str, float] = {}  # last id of a local POST -> accepted at
         self._position: Position | None = None  # the last event fanned out
+        self._unyielded = 0  # offers made since the broadcaster last let others run
         self.connections = 0
         self.closing = False
         self._drained = anyio.Event()
@@ -95,24 +98,17 @@ class Hub:
             if isinstance(batch, NewEpoch):
                 logger.warning("the stream was lost; new epoch at %s", batch.head)
                 self._position = Position.parse(batch.head)
-                self._fan_out(events.resync(batch.head, reason="history_expired"))
+                self._announce(events.resync(batch.head, reason="history_expired"))
                 continue
-            offered = 0
             for run in _runs(batch):
-                offered += self._fan_out(run[0]) if len(run) == 1 else self._fan_out_run(run)
+                await self._fan_out(run)
+                self._position = run[-1].position
                 # A batch from the broker may hold several POSTs' events: time each.
                 if self._accepted:
                     for event in run:
                         accepted = self._accepted.pop(event.id or "", None)
                         if accepted is not None:
                             self.metrics.publish_seconds.observe(time.monotonic() - accepted)
-                # A large batch must not starve the rest of the server; with the index, an
-                # event may reach few subscribers, so yield by offers made, not per event.
-                if offered >= YIELD_EVERY:
-                    self._position = run[-1].position
-                    await checkpoint()
-                    offered = 0
-            self._position = batch[-1].position
 
     def _groups(self, event: Event) -> tuple[dict[Subscription, None], ...]:
         """The groups of the index that may want a stream event."""
@@ -121,48 +117,66 @@ class Hub:
         post_id, kind = event.post_id, event.type
         return _groups(self._index, ((None, None), (None, kind), (post_id, None), (post_id, kind)))
 
-    def _fan_out_run(self, run: list[Event]) -> int:
-        """Several events at once: each subscriber gets the ones it wants in one write, not
-        one write each (a send costs the kernel far more than its bytes: issue 19). How
-        many offers that stands for."""
+    async def _fan_out(self, run: list[Event]) -> None:
+        """Hand a run of events to every subscriber that may want them, each subscriber's
+        share in one write (a send costs the kernel far more than its bytes: issue 19).
+
+        Every YIELD_EVERY offers the rest of the server runs: a fan-out to thousands must
+        not hold up what else is waiting, and POSTs accepted meanwhile make the next run
+        longer, so under load the writes per event fall by themselves.
+        """
         now = time.monotonic()
-        sent = 0
         groups = [self._groups(event) for event in run]
-        if all(_same(g, groups[0]) for g in groups):  # say, every subscriber unfiltered
+        if all(_same(g, groups[0]) for g in groups):  # one event, or all for the same ones
+            # A snapshot: a subscriber closed mid-loop leaves the index, not this tuple.
             targets = _union(groups[0])
-            frames = b"".join([event.ws_frame for event in run])
-            for subscription in targets:
-                sent += subscription.offer_all(run, frames, now)
-        else:  # each subscriber's own share of the run, in id order
-            shares: dict[Subscription, list[Event]] = {}
-            for event, its_groups in zip(run, groups, strict=True):
-                for group in its_groups:
-                    for subscription in group:  # in one of an event's groups at most
-                        if (share := shares.get(subscription)) is None:
-                            shares[subscription] = [event]
-                        else:
-                            share.append(event)
-            targets = tuple(shares)
-            for subscription, share in shares.items():
-                sent += subscription.offer_all(share, None, now)
+            if len(run) == 1:
+                event = run[0]
+                for chunk in _chunks(targets):
+                    sent = 0
+                    for subscription in chunk:
+                        sent += subscription.offer(event, now)
+                    await self._offered(len(chunk), sent)
+            else:
+                frames = b"".join([event.ws_frame for event in run])
+                for chunk in _chunks(targets):
+                    sent = 0
+                    for subscription in chunk:
+                        sent += subscription.offer_all(run, frames, now)
+                    await self._offered(len(chunk) * len(run), sent)
+            return
+        shares: dict[Subscription, list[Event]] = {}  # each one's share, in id order
+        for event, its_groups in zip(run, groups, strict=True):
+            for group in its_groups:
+                for subscription in group:  # in one of an event's groups at most
+                    if (share := shares.get(subscription)) is None:
+                        shares[subscription] = [event]
+                    else:
+                        share.append(event)
+        for part in _chunks(tuple(shares.items())):
+            sent = offers = 0
+            for subscription, its_share in part:
+                sent += subscription.offer_all(its_share, None, now)
+                offers += len(its_share)
+            await self._offered(offers, sent)
+
+    async def _offered(self, offers: int, sent: int) -> None:
         if sent:
             self.metrics.messages_sent.inc(sent)
-        return len(targets) * len(run)
+        # With the index an event may reach few subscribers: yield by offers, not by event.
+        self._unyielded += offers
+        if self._unyielded >= YIELD_EVERY:
+            self._unyielded = 0
+            await checkpoint()
 
-    def _fan_out(self, event: Event) -> int:
-        """Offer the event to every subscriber that may want it; how many were offered it."""
+    def _announce(self, event: Event) -> None:
+        """A control message (a resync) to every subscriber: it passes every filter."""
         now = time.monotonic()
         sent = 0
-        # A snapshot: a subscriber closed for overflow leaves the set during the loop.
-        if event.id is None:  # a control message (a resync) passes every filter
-            targets = tuple(self._subscribers)
-        else:
-            targets = _union(self._groups(event))
-        for subscription in targets:
+        for subscription in tuple(self._subscribers):
             sent += subscription.offer(event, now)
         if sent:
             self.metrics.messages_sent.inc(sent)
-        return len(targets)
 
     async def publish(self, drafts: list[Draft], key: str | None) -> Appended:
         accepted = time.monotonic()
@@ -276,6 +290,12 @@ def _union(groups: tuple[dict[Subscription, None], ...]) -> tuple[Subscription, 
     for group in groups:
         targets = (*targets, *group) if targets else tuple(group)
     return targets
+
+
+def _chunks(items: tuple[T, ...]) -> Iterator[tuple[T, ...]]:
+    """Offers between two yields of the broadcaster."""
+    for start in range(0, len(items), YIELD_EVERY):
+        yield items[start : start + YIELD_EVERY]
 
 
 def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:

@@ -130,6 +130,8 @@ class Subscription:
         Only for events the subscriber's filters let through: the hub's index, by post_id
         and type, offers it nothing else (control messages pass every filter).
         """
+        if self.closed:  # the fan-out yields mid-loop: its snapshot may hold closed ones
+            return False
         if self._replayed_to is not None and _in_stream(event):
             # Events appended before the replay read them may still be on their way
             # through the hub: pass only those newer than the last replayed.
@@ -163,6 +165,8 @@ class Subscription:
         """Several events this subscriber wants, `frames` their frames joined (None: not
         joined yet): in one write when the subscriber is idle and past its replay's
         seam, else offered one by one. How many were written; never blocks."""
+        if self.closed:
+            return 0
         if self.idle and self._replayed_to is None:
             written = self._write_now(self.transport.write_all_now, events, frames)
             if written is not False:
