@@ -223,6 +223,67 @@ async def test_a_client_that_sends_without_end_is_still_read_and_answered(
     assert 'wsb_disconnects_total{code="1000"} 1.0' in await service.metrics()
 
 
+async def test_handshakes_take_turns_and_every_one_is_answered(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most HANDSHAKES WebSocket handshakes are in progress at once (a reconnect storm
+    must leave room for live events); the rest wait their turn, none is lost, and one
+    that leaves while waiting gives up its place."""
+    monkeypatch.setattr(transports, "HANDSHAKES", 2)
+    in_progress, most = 0, 0
+    handle_connect = transports.WebSocketProtocol.handle_connect
+    handshake_over = transports.WebSocketProtocol._handshake_over
+
+    def counted_connect(self: transports.WebSocketProtocol, event: Any) -> None:
+        nonlocal in_progress, most
+        in_progress += 1
+        most = max(most, in_progress)
+        handle_connect(self, event)
+
+    def counted_over(self: transports.WebSocketProtocol) -> None:
+        nonlocal in_progress
+        if self.handshakes is not None:
+            in_progress -= 1
+        handshake_over(self)
+
+    monkeypatch.setattr(transports.WebSocketProtocol, "handle_connect", counted_connect)
+    monkeypatch.setattr(transports.WebSocketProtocol, "_handshake_over", counted_over)
+    loop = asyncio.get_running_loop()
+    socks = []
+    for _ in range(40):  # every request sent before any answer is read: all at once
+        sock = socket.socket()
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", service.port))
+        socks.append(sock)
+    for sock in socks:
+        await loop.sock_sendall(sock, RAW_HANDSHAKE)
+    for sock in socks[:10]:  # these leave, most of them while waiting their turn
+        sock.close()
+    clients = [RawClient(sock) for sock in socks[10:]]
+    try:
+        for client in clients:
+            response = b""
+            with within(5):
+                while b"\r\n\r\n" not in response:
+                    response += await loop.sock_recv(client.sock, 1)
+            assert response.startswith(b"HTTP/1.1 101"), response
+        await eventually(lambda: _subscribers(service, 30))
+        assert most <= 2
+        assert in_progress == 0
+        last = await RawClient.connect(service.port)  # no place was lost
+        clients.append(last)
+        await eventually(lambda: _subscribers(service, 31))
+    finally:
+        for client in clients:
+            client.sock.close()
+
+
+RAW_HANDSHAKE = (
+    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
 # -- what a client can make the server hold ------------------------------------------------
 
 

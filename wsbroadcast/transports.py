@@ -42,6 +42,7 @@ STALL_SECONDS = 5.0  # a write stalled this long closes the subscriber (contract
 MAX_UNSENT = 1 << 20  # bytes a connection may have waiting, control frames included
 HEADER_SECONDS = 10.0  # a request's headers must arrive whole within this
 WRITE_BATCH = 64 << 10  # bytes of replayed frames written at once, at most
+HANDSHAKES = 64  # WebSocket handshakes in progress at once per server; the rest wait
 
 
 class Transport(Protocol):
@@ -318,6 +319,8 @@ HTTP_NAMES = (
     "on_response_complete",
     "handle_websocket_upgrade",
     "parser",
+    "server_state",
+    "loop",
 )
 _last_warned = 0.0
 
@@ -351,6 +354,45 @@ class _Guard:
     def check(self) -> None:
         if self.socket.get_write_buffer_size() > MAX_UNSENT:
             self.socket.abort()
+
+
+class _Handshakes:
+    """WebSocket handshakes in progress on one server, at most HANDSHAKES; the rest wait
+    their turn with reading paused, in arrival order. When thousands reconnect at once
+    (a deploy), each turn of the event loop then holds a bounded share of their work,
+    and the live events of the connected ones go out in between."""
+
+    __slots__ = ("active", "waiting")
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.waiting: dict[HTTPProtocol, None] = {}  # a queue a departure can leave
+
+    @staticmethod
+    def of(server_state: Any) -> _Handshakes:
+        handshakes: _Handshakes | None = getattr(server_state, "wsb_handshakes", None)
+        if handshakes is None:
+            handshakes = server_state.wsb_handshakes = _Handshakes()
+        return handshakes
+
+    def begin(self, protocol: HTTPProtocol) -> None:
+        if self.active < HANDSHAKES and not self.waiting:
+            self.active += 1
+            protocol.upgrade_now()
+        else:
+            protocol.transport.pause_reading()
+            self.waiting[protocol] = None
+
+    def end(self) -> None:
+        self.active -= 1
+        while self.waiting and self.active < HANDSHAKES:
+            protocol = next(iter(self.waiting))
+            del self.waiting[protocol]
+            self.active += 1
+            protocol.loop.call_soon(protocol.upgrade_now)
+
+    def leave(self, protocol: HTTPProtocol) -> None:
+        self.waiting.pop(protocol, None)
 
 
 class _Inbox:
@@ -433,10 +475,28 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, with its connection in the scope, a bound
     on what it may have unsent, and a receive queue that can stop being read."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
         self.queue: _Inbox = _Inbox()  # type: ignore[assignment]
         self.writable: _Flag = _Flag()  # type: ignore[assignment]
+        # Made by an upgrade that took a handshake slot (see HTTPProtocol): given back
+        # once the app has answered the handshake, or the connection is gone.
+        self.handshakes: _Handshakes | None = _Handshakes.of(server_state)
+
+    def _handshake_over(self) -> None:
+        if self.handshakes is not None:
+            self.handshakes.end()
+            self.handshakes = None
+
+    async def send(self, message: Message) -> None:  # type: ignore[override]
+        self._handshake_over()  # the accept (or the refusal): the handshake is answered
+        await super().send(message)  # type: ignore[arg-type]
 
     def watch(self, on_leave: Callable[[int], None]) -> None:
         """From now on nothing reads this connection: `on_leave(code)` is called when the
@@ -465,6 +525,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.guard = _Guard(self.loop, self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._handshake_over()
         self.guard.resumed()
         super().connection_lost(exc)
         _forget(getattr(self, "scope", None))
@@ -486,6 +547,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if getattr(response, "status_code", None) == 101 and isinstance(scope, dict):
             scope.setdefault("extensions", {})[CONNECTION] = self
             self._forget_request()
+        else:  # websockets refused it: answered, and no app will run
+            self._handshake_over()
 
     def _forget_request(self) -> None:
         # websockets' parser keeps the handshake request (2 KB of headers) in its frame
@@ -538,6 +601,7 @@ class HTTPProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        _Handshakes.of(self.server_state).leave(self)
         _forget(self.cycle and self.cycle.scope)
         super().connection_lost(exc)
 
@@ -560,6 +624,14 @@ class HTTPProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         self._disarm()
+        _Handshakes.of(self.server_state).begin(self)
+
+    def upgrade_now(self) -> None:
+        """Hand the connection to the WebSocket protocol: its handshake's turn has come."""
+        if self.transport.is_closing():  # it left while waiting: the turn passes on
+            _Handshakes.of(self.server_state).end()
+            return
+        self.transport.resume_reading()
         super().handle_websocket_upgrade()
         # The WebSocket protocol has the socket now. The parser's callbacks hold this
         # protocol, which holds the parser: uvicorn breaks that cycle on connection_lost,
