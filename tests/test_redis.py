@@ -542,11 +542,36 @@ async def test_the_tail_hands_on_whole_batches_even_when_a_read_stops_inside_one
         # 1,200 entries while the tail is not reading: one read (1,000 entries) ends
         # inside the fourth batch, which must come whole or not at all.
         batches = [(await broker.append([draft(f"b{n}")] * 300)).ids for n in range(4)]
+        handed: list[list[str]] = []
         with within(5):
-            handed = [await anext(tail) for _ in range(4)]
+            while sum(map(len, handed)) < 1200:
+                item = await anext(tail)
+                assert isinstance(item, list)
+                handed.append([e.id for e in item])
     finally:
         await broker.aclose()
-    assert [[e.id for e in item] for item in handed if isinstance(item, list)] == batches
+    # What one read took goes on together, cut only where a batch ends.
+    assert [i for item in handed for i in item] == [i for batch in batches for i in batch]
+    ends = {batch[-1] for batch in batches}
+    assert all(item[-1] in ends for item in handed), [len(item) for item in handed]
+    assert len(handed) == 2  # batches 1-3 in the first read; the fourth, cut by it, after
+
+
+async def test_batches_appended_while_the_tail_was_busy_go_on_together(
+    redis_server: RedisServer,
+) -> None:
+    """The hub writes each subscriber's share of what it is handed in one write: what
+    several POSTs appended meanwhile comes as one list, as on the embedded broker."""
+    broker = RedisBroker(redis_server.url, history_size=2000)
+    tail = broker.tail()
+    try:
+        await _first_then(broker, tail)
+        ids = [i for n in range(3) for i in (await broker.append([draft(f"p{n}")])).ids]
+        with within(5):
+            item = await anext(tail)
+    finally:
+        await broker.aclose()
+    assert isinstance(item, list) and [e.id for e in item] == ids
 
 
 async def test_a_resume_while_redis_is_down_is_closed_with_1013(redis_server: RedisServer) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import deque
-from typing import Protocol
+from typing import Protocol, cast
 
 import anyio
 import orjson
@@ -84,7 +84,12 @@ class Tail:
             if self._failures:
                 logger.info("Redis is back; reading on from %s:%s", self._epoch, self._last)
                 self._failures = 0
-        return self._out.popleft()
+        out = self._out.popleft()
+        # Every batch read at once goes on together (as the embedded broker hands them):
+        # the hub writes each subscriber's share of a batch in one write.
+        while isinstance(out, list) and self._out and isinstance(self._out[0], list):
+            out = out + cast(list[Event], self._out.popleft())
+        return out
 
     async def _look(self) -> None:
         epoch, last = await self._source.tail_look()
