@@ -130,15 +130,23 @@ async def test_the_events_of_a_batch_reach_each_subscriber_in_one_write(
         ids = await service.publish([blog("p1"), blog("p2"), comment("p1")])
         assert [m["id"] for m in await receive_n(everything, 3)] == ids
         assert spies[None].writes == 1
-        async with service.subscribe(post_id="p1") as p1:
-            await eventually(lambda: _subscribers(service, 2))
+        async with (
+            service.subscribe(post_id="p1") as p1,
+            service.subscribe(post_id="p2", types="blog_update,comment_update") as p2,
+        ):
+            await eventually(lambda: _subscribers(service, 3))
             spies = count_writes(service)
-            b1, _, c1, n = ids = await service.publish(
-                [blog("p1"), blog("p2"), comment("p1"), notice()]
+            b1, b2, c1, c2 = ids = await service.publish(
+                [blog("p1"), blog("p2"), comment("p1"), comment("p2")]
             )
             assert [m["id"] for m in await receive_n(everything, 4)] == ids
-            assert [m["id"] for m in await receive_n(p1, 3)] == [b1, c1, n]
-            assert (spies[None].writes, spies["p1"].writes) == (1, 1)
+            assert [m["id"] for m in await receive_n(p1, 2)] == [b1, c1]
+            assert [m["id"] for m in await receive_n(p2, 2)] == [b2, c2]  # two groups, merged
+            assert [spy.writes for spy in spies.values()] == [1, 1, 1]
+            # A notice (indexed by type alone) starts a run of its own: one write more.
+            *_, n = await service.publish([blog("p1"), notice()])
+            assert [m["id"] for m in await receive_n(p1, 2)][-1] == n
+            assert spies["p1"].writes == 3
 
 
 async def test_a_fan_out_to_many_lets_the_server_run_between_its_chunks(

@@ -17,7 +17,7 @@ from anyio.lowlevel import checkpoint
 from . import events
 from .brokers import Appended, Broker, NewEpoch
 from .errors import CloseCode, Refused, Unavailable
-from .events import Draft, Event, Position
+from .events import MAX_BATCH, Draft, Event, Position
 from .metrics import Metrics
 from .readers import Readers
 from .subscription import Needs, Request, Subscription
@@ -126,39 +126,35 @@ class Hub:
         longer, so under load the writes per event fall by themselves.
         """
         now = time.monotonic()
-        groups = [self._groups(event) for event in run]
-        if all(_same(g, groups[0]) for g in groups):  # one event, or all for the same ones
-            # A snapshot: a subscriber closed mid-loop leaves the index, not this tuple.
-            targets = _union(groups[0])
-            if len(run) == 1:
-                event = run[0]
-                for chunk in _chunks(targets):
-                    sent = 0
-                    for subscription in chunk:
-                        sent += subscription.offer(event, now)
-                    await self._offered(len(chunk), sent)
-            else:
-                frames = b"".join([event.ws_frame for event in run])
-                for chunk in _chunks(targets):
-                    sent = 0
-                    for subscription in chunk:
-                        sent += subscription.offer_all(run, frames, now)
-                    await self._offered(len(chunk) * len(run), sent)
-            return
-        shares: dict[Subscription, list[Event]] = {}  # each one's share, in id order
-        for event, its_groups in zip(run, groups, strict=True):
-            for group in its_groups:
-                for subscription in group:  # in one of an event's groups at most
-                    if (share := shares.get(subscription)) is None:
-                        shares[subscription] = [event]
+        # Each group of the index the run reaches, with its share of the run, in id order.
+        reached: dict[int, tuple[tuple[Subscription, ...], list[Event]]] = {}
+        for event in run:
+            for group in self._groups(event):
+                if (entry := reached.get(id(group))) is None:
+                    # A snapshot: one closed mid-loop leaves the index, not this tuple.
+                    reached[id(group)] = (tuple(group), [event])
+                else:
+                    entry[1].append(event)
+        # A subscriber sits in one group per type it names, and a run never mixes notices
+        # (indexed by type alone) with events for posts: only one naming several types may
+        # be in several of these groups, and gets its shares merged, in id order.
+        merge = len(reached) > 1
+        several: dict[Subscription, list[Event]] = {}
+        for targets, share in reached.values():
+            frames = b"".join([event.ws_frame for event in share])  # a group's frames, once
+            for chunk in _chunks(targets):
+                sent = 0
+                for subscription in chunk:
+                    if merge and subscription.several_types:
+                        several.setdefault(subscription, []).extend(share)
                     else:
-                        share.append(event)
-        for part in _chunks(tuple(shares.items())):
-            sent = offers = 0
-            for subscription, its_share in part:
-                sent += subscription.offer_all(its_share, None, now)
-                offers += len(its_share)
-            await self._offered(offers, sent)
+                        sent += subscription.offer_all(share, frames, now)
+                await self._offered(len(chunk) * len(share), sent)
+        if several:
+            order = {id(event): at for at, event in enumerate(run)}
+            for subscription, events in several.items():
+                events.sort(key=lambda event: order[id(event)])
+                await self._offered(len(events), subscription.offer_all(events, None, now))
 
     async def _offered(self, offers: int, sent: int) -> None:
         if sent:
@@ -282,29 +278,17 @@ def _groups(
     return tuple(group for key in keys if (group := index.get(key)) is not None)
 
 
-def _union(groups: tuple[dict[Subscription, None], ...]) -> tuple[Subscription, ...]:
-    """The subscribers of these groups of the index: a tuple, so closing one mid-loop is
-    safe. A subscriber sits in one group per type it names, and an event has one type, so
-    no subscriber is in two of an event's groups."""
-    targets: tuple[Subscription, ...] = ()
-    for group in groups:
-        targets = (*targets, *group) if targets else tuple(group)
-    return targets
-
-
 def _chunks(items: tuple[T, ...]) -> Iterator[tuple[T, ...]]:
     """Offers between two yields of the broadcaster."""
     for start in range(0, len(items), YIELD_EVERY):
         yield items[start : start + YIELD_EVERY]
 
 
-def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
-    """The same groups: the same subscribers (by identity, not by content)."""
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
-
-
-RUN_EVENTS = 64  # events written to a subscriber at once, at most
-RUN_BYTES = 64 << 10  # and their frames' bytes, at most (one event may pass it alone)
+# A run is as long as a POST's batch may be, so that a subscriber of one post gets its
+# share of several POSTs (a POST for 100 posts holds one event for it) in one write; the
+# bytes bound keeps one write, and a socket's unsent remainder, well under MAX_UNSENT.
+RUN_EVENTS = MAX_BATCH
+RUN_BYTES = 256 << 10  # and their frames' bytes, at most (one event may pass it alone)
 
 
 def _runs(batch: list[Event]) -> Iterator[list[Event]]:
@@ -313,7 +297,11 @@ def _runs(batch: list[Event]) -> Iterator[list[Event]]:
     run: list[Event] = []
     size = 0
     for event in batch:
-        if run and (len(run) == RUN_EVENTS or size + len(event.ws_frame) > RUN_BYTES):
+        if run and (
+            len(run) == RUN_EVENTS
+            or size + len(event.ws_frame) > RUN_BYTES
+            or (event.post_id is None) != (run[-1].post_id is None)  # see Hub._fan_out
+        ):
             yield run
             run, size = [], 0
         run.append(event)

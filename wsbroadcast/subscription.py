@@ -81,6 +81,7 @@ class Subscription:
         "pending",
         "post_id",
         "replaying",
+        "several_types",
         "stalled",
         "transport",
         "types",
@@ -92,6 +93,7 @@ class Subscription:
         self._needs = needs
         self.types = request.types  # the hub indexes subscribers by these, and post_id
         self.post_id = request.post_id  # the hub indexes subscribers by it
+        self.several_types = request.types is not None and len(request.types) > 1
         self.wants_readers = request.readers
         self._filtered = request.types is not None or request.post_id is not None
         self._expires_at = request.expires_at
