@@ -33,14 +33,14 @@ from tests.conftest import (
 )
 from wsbroadcast import hub, transports
 from wsbroadcast.subscription import Subscription
-from wsbroadcast.transports import ASGITransport, UvicornWebSocket, protocols
+from wsbroadcast.transports import ASGITransport, UvicornWebSocket
 
 pytestmark = pytest.mark.anyio
 
 
 def test_the_installed_uvicorn_has_every_name_the_transport_relies_on() -> None:
     missing = transports.check_uvicorn()
-    assert not missing, f"uvicorn lacks {', '.join(missing)}: see wsbroadcast/transports/"
+    assert not missing, f"uvicorn lacks {', '.join(missing)}: see wsbroadcast/transports.py"
 
 
 def only_transport(svc: Service) -> object:
@@ -65,7 +65,7 @@ async def _has_subscriber(svc: Service) -> bool:
 async def test_without_uvicorns_names_the_service_warns_and_serves_through_asgi_send(
     start: Start, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(protocols, "WEBSOCKET_NAMES", (*protocols.WEBSOCKET_NAMES, "gone"))
+    monkeypatch.setattr(transports, "WEBSOCKET_NAMES", (*transports.WEBSOCKET_NAMES, "gone"))
     with caplog.at_level(logging.WARNING, logger="wsbroadcast"):
         async with start() as svc, svc.subscribe() as ws:
             await eventually(lambda: _has_subscriber(svc))
@@ -79,7 +79,7 @@ async def test_without_uvicorns_names_the_service_warns_and_serves_through_asgi_
 async def test_through_asgi_send_a_reader_sees_the_peer_leave_with_its_code(
     start: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(protocols, "WEBSOCKET_NAMES", (*protocols.WEBSOCKET_NAMES, "gone"))
+    monkeypatch.setattr(transports, "WEBSOCKET_NAMES", (*transports.WEBSOCKET_NAMES, "gone"))
     async with start() as svc:
         async with svc.subscribe() as ws:
             await eventually(lambda: _has_subscriber(svc))
@@ -237,7 +237,7 @@ async def test_handshakes_take_turns_and_every_one_is_answered(
     """At most HANDSHAKES WebSocket handshakes are in progress at once (a reconnect storm
     must leave room for live events); the rest wait their turn, none is lost, and one
     that leaves while waiting gives up its place."""
-    monkeypatch.setattr(protocols, "HANDSHAKES", 2)
+    monkeypatch.setattr(transports, "HANDSHAKES", 2)
     in_progress, most = 0, 0
     handle_connect = transports.WebSocketProtocol.handle_connect
     handshake_over = transports.WebSocketProtocol._handshake_over
