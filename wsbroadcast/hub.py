@@ -154,7 +154,8 @@ class Hub:
             order = {id(event): at for at, event in enumerate(run)}
             for subscription, events in several.items():
                 events.sort(key=lambda event: order[id(event)])
-                await self._offered(len(events), subscription.offer_all(events, None, now))
+                frames = b"".join([event.ws_frame for event in events])
+                await self._offered(len(events), subscription.offer_all(events, frames, now))
 
     async def _offered(self, offers: int, sent: int) -> None:
         if sent:

@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVarTuple
+from typing import TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -30,7 +30,7 @@ from .transports import STALL_SECONDS, Transport
 
 logger = logging.getLogger("wsbroadcast.hub")
 
-Args = TypeVarTuple("Args")
+Arg = TypeVar("Arg")
 REPLAY_CHUNK = 100  # events read from history at a time during a resume or a rewind
 
 
@@ -142,10 +142,11 @@ class Subscription:
             self._replayed_to = None
         if self.idle:
             written = self._write_now(self.transport.write_now, event)
-            if written is not False:
-                if written:
-                    self.last_sent = now
-                return bool(written)
+            if written:
+                self.last_sent = now
+                return True
+            if written is None:  # the write failed: closed
+                return False
             self.idle = False  # the socket is busy: the writer takes it, and the rest in order
             self._queue(event)
         elif self.replaying:
@@ -163,24 +164,26 @@ class Subscription:
                 self.close(CloseCode.TOO_SLOW)
         return False
 
-    def offer_all(self, events: list[Event], frames: bytes | None, now: float) -> int:
-        """Several events this subscriber wants, `frames` their frames joined (None: not
-        joined yet): in one write when the subscriber is idle and past its replay's
-        seam, else offered one by one. How many were written; never blocks."""
+    def offer_all(self, events: list[Event], frames: bytes, now: float) -> int:
+        """Several events this subscriber wants, `frames` their frames joined: in one write
+        when the subscriber is idle and past its replay's seam, else offered one by one.
+        How many were written; never blocks."""
         if self.closed:
             return 0
         if self.idle and self._replayed_to is None:
-            written = self._write_now(self.transport.write_all_now, events, frames)
-            if written is not False:
-                if written:
-                    self.last_sent = now
-                return len(events) if written else 0
+            written = self._write_now(self.transport.write_joined_now, frames)
+            if written:
+                self.last_sent = now
+                return len(events)
+            if written is None:  # the write failed: closed
+                return 0
         return sum(self.offer(event, now) for event in events)
 
-    def _write_now(self, write: Callable[[*Args], bool], *args: *Args) -> bool | None:
-        """A write the fan-out makes: None when it failed, and the subscriber is closed."""
+    def _write_now(self, write: Callable[[Arg], bool], arg: Arg) -> bool | None:
+        """A write the fan-out makes: whether it was made now, or None when it failed and
+        the subscriber is closed."""
         try:
-            return write(*args)
+            return write(arg)
         except OSError:  # the peer is gone: the endpoint sees the disconnect
             self.close(None)
         except Exception:  # one broken connection must never stop the broadcaster

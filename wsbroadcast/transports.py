@@ -59,10 +59,10 @@ class Transport(Protocol):
         (a replay's chunk); how many were written. Never blocks."""
         ...
 
-    def write_all_now(self, events: Sequence[Event], frames: bytes | None) -> bool:
-        """Write every one of `events` now in one write, if the socket takes it without
-        waiting; `frames` are their frames joined, when the caller has them. False where
-        each message is a send of its own (ASGI). Never blocks."""
+    def write_joined_now(self, frames: bytes) -> bool:
+        """Write several events' WebSocket frames, joined, now in one write, if the socket
+        takes it without waiting. False where each message is a send of its own (ASGI).
+        Never blocks."""
         ...
 
     @property
@@ -133,11 +133,11 @@ class UvicornWebSocket:
         socket.write(b"".join(frames))  # one frame: joined without a copy
         return len(frames)
 
-    def write_all_now(self, events: Sequence[Event], frames: bytes | None) -> bool:
+    def write_joined_now(self, frames: bytes) -> bool:
         socket = self._socket
         if socket.get_write_buffer_size() or socket.is_closing() or self._protocol.close_sent:
             return False
-        socket.write(frames if frames is not None else b"".join([e.ws_frame for e in events]))
+        socket.write(frames)
         return True
 
     @property
@@ -216,7 +216,7 @@ class ASGITransport:
     def write_some_now(self, events: Sequence[Event]) -> int:
         return 1 if events and self.write_now(events[0]) else 0  # one message per send
 
-    def write_all_now(self, events: Sequence[Event], frames: bytes | None) -> bool:
+    def write_joined_now(self, frames: bytes) -> bool:
         return False  # one message per send: offered one by one
 
     @property
@@ -502,11 +502,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         """From now on nothing reads this connection: `on_leave(code)` is called when the
         peer leaves (at once if it has), and what it sends is read and dropped."""
         inbox = self.queue
-        left = [m for m in inbox.items if m["type"] == "websocket.disconnect"]
-        inbox.items.clear()
+        waiting, inbox.items = inbox.items, []
         inbox.on_leave = on_leave
-        if left:
-            inbox.put_nowait(left[0])
+        for message in waiting:  # data dropped; a disconnect told
+            inbox.put_nowait(message)
         if self.read_paused:  # uvicorn stops reading until its last message is taken
             self.read_paused = False
             self.transport.resume_reading()
