@@ -149,6 +149,29 @@ async def test_the_events_of_a_batch_reach_each_subscriber_in_one_write(
             assert spies["p1"].writes == 3
 
 
+async def test_a_runs_bound_counts_each_subscribers_share_not_the_whole_batch(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch for many posts brings each post's subscribers a few events: the bound on a
+    run is what one subscriber gets in one write, so a batch spread over posts still
+    reaches each in one write; one share past the bound is cut, in order."""
+    monkeypatch.setattr(hub, "RUN_EVENTS", 3)
+    async with (
+        service.subscribe(post_id="p1") as p1,
+        service.subscribe(post_id="p2") as p2,
+        service.subscribe(post_id="p3") as p3,
+    ):
+        await eventually(lambda: _subscribers(service, 3))
+        spies = count_writes(service)
+        ids = await service.publish([blog(f"p{1 + k % 3}") for k in range(9)])
+        for k, ws in enumerate((p1, p2, p3)):
+            assert [m["id"] for m in await receive_n(ws, 3)] == ids[k::3]
+        assert [spy.writes for spy in spies.values()] == [1, 1, 1]  # 3 runs of 3 before
+        ids = await service.publish([blog("p1") for _ in range(4)])
+        assert [m["id"] for m in await receive_n(p1, 4)] == ids
+        assert spies["p1"].writes == 3  # a share of 3, then one of 1
+
+
 async def test_a_fan_out_to_many_lets_the_server_run_between_its_chunks(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:

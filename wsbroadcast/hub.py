@@ -100,15 +100,20 @@ class Hub:
                 self._position = Position.parse(batch.head)
                 self._announce(events.resync(batch.head, reason="history_expired"))
                 continue
-            for run in _runs(batch):
-                await self._fan_out(run)
-                self._position = run[-1].position
-                # A batch from the broker may hold several POSTs' events: time each.
-                if self._accepted:
-                    for event in run:
-                        accepted = self._accepted.pop(event.id or "", None)
-                        if accepted is not None:
-                            self.metrics.publish_seconds.observe(time.monotonic() - accepted)
+            await self._deliver(batch)
+
+    async def _deliver(self, batch: list[Event]) -> None:
+        """A batch from the broker, run by run. (A method of its own: the last run's
+        snapshots would keep gone subscribers alive while the broadcaster waits.)"""
+        for run, shares in self._runs(batch):
+            await self._fan_out(run, shares)
+            self._position = run[-1].position
+            # A batch from the broker may hold several POSTs' events: time each.
+            if self._accepted:
+                for event in run:
+                    accepted = self._accepted.pop(event.id or "", None)
+                    if accepted is not None:
+                        self.metrics.publish_seconds.observe(time.monotonic() - accepted)
 
     def _groups(self, event: Event) -> tuple[dict[Subscription, None], ...]:
         """The groups of the index that may want a stream event."""
@@ -117,7 +122,32 @@ class Hub:
         post_id, kind = event.post_id, event.type
         return _groups(self._index, ((None, None), (None, kind), (post_id, None), (post_id, kind)))
 
-    async def _fan_out(self, run: list[Event]) -> None:
+    def _runs(self, batch: list[Event]) -> Iterator[tuple[list[Event], list[_Share]]]:
+        """The batch cut into runs fanned out together, each with the groups of the index
+        it reaches and their shares. A run ends before a group's share would pass
+        RUN_EVENTS or RUN_BYTES, so one subscriber's write stays bounded however many posts
+        a run spans, and where notices meet events for posts (see `_fan_out`)."""
+        run: list[Event] = []
+        reached: dict[int, _Share] = {}
+        for event in batch:
+            groups = self._groups(event)
+            if run and (
+                (event.post_id is None) != (run[-1].post_id is None)
+                or any(_full(reached.get(id(group)), event) for group in groups)
+            ):
+                yield run, list(reached.values())
+                run, reached = [], {}
+            run.append(event)
+            for group in groups:
+                if (share := reached.get(id(group))) is None:
+                    # A snapshot: one closed mid-loop leaves the index, not this tuple.
+                    share = reached[id(group)] = _Share(tuple(group))
+                share.events.append(event)
+                share.size += len(event.ws_frame)
+        if run:
+            yield run, list(reached.values())
+
+    async def _fan_out(self, run: list[Event], shares: list[_Share]) -> None:
         """Hand a run of events to every subscriber that may want them, each subscriber's
         share in one write (a send costs the kernel far more than its bytes: issue 19).
 
@@ -126,30 +156,22 @@ class Hub:
         longer, so under load the writes per event fall by themselves.
         """
         now = time.monotonic()
-        # Each group of the index the run reaches, with its share of the run, in id order.
-        reached: dict[int, tuple[tuple[Subscription, ...], list[Event]]] = {}
-        for event in run:
-            for group in self._groups(event):
-                if (entry := reached.get(id(group))) is None:
-                    # A snapshot: one closed mid-loop leaves the index, not this tuple.
-                    reached[id(group)] = (tuple(group), [event])
-                else:
-                    entry[1].append(event)
         # A subscriber sits in one group per type it names, and a run never mixes notices
         # (indexed by type alone) with events for posts: only one naming several types may
         # be in several of these groups, and gets its shares merged, in id order.
-        merge = len(reached) > 1
+        merge = len(shares) > 1
         several: dict[Subscription, list[Event]] = {}
-        for targets, share in reached.values():
-            frames = b"".join([event.ws_frame for event in share])  # a group's frames, once
-            for chunk in _chunks(targets):
+        for share in shares:
+            part = share.events
+            frames = b"".join([event.ws_frame for event in part])  # a group's frames, once
+            for chunk in _chunks(share.targets):
                 sent = 0
                 for subscription in chunk:
                     if merge and subscription.several_types:
-                        several.setdefault(subscription, []).extend(share)
+                        several.setdefault(subscription, []).extend(part)
                     else:
-                        sent += subscription.offer_all(share, frames, now)
-                await self._offered(len(chunk) * len(share), sent)
+                        sent += subscription.offer_all(part, frames, now)
+                await self._offered(len(chunk) * len(part), sent)
         if several:
             order = {id(event): at for at, event in enumerate(run)}
             for subscription, events in several.items():
@@ -285,30 +307,30 @@ def _chunks(items: tuple[T, ...]) -> Iterator[tuple[T, ...]]:
         yield items[start : start + YIELD_EVERY]
 
 
-# A run is as long as a POST's batch may be, so that a subscriber of one post gets its
-# share of several POSTs (a POST for 100 posts holds one event for it) in one write; the
-# bytes bound keeps one write, and a socket's unsent remainder, well under MAX_UNSENT.
+# A subscriber's share of a run is as long as a POST's batch may be, so that a subscriber
+# of one post gets its share of several POSTs (a POST for 100 posts holds one event for
+# it) in one write; the bytes bound keeps one write, and a socket's unsent remainder, well
+# under MAX_UNSENT.
 RUN_EVENTS = MAX_BATCH
 RUN_BYTES = 256 << 10  # and their frames' bytes, at most (one event may pass it alone)
 
 
-def _runs(batch: list[Event]) -> Iterator[list[Event]]:
-    """The batch cut into runs fanned out together: bounded so that one subscriber's
-    write, and the lists of a run, stay small."""
-    run: list[Event] = []
-    size = 0
-    for event in batch:
-        if run and (
-            len(run) == RUN_EVENTS
-            or size + len(event.ws_frame) > RUN_BYTES
-            or (event.post_id is None) != (run[-1].post_id is None)  # see Hub._fan_out
-        ):
-            yield run
-            run, size = [], 0
-        run.append(event)
-        size += len(event.ws_frame)
-    if run:
-        yield run
+class _Share:
+    """A group of the index, as it was when a run began, and its share of the run."""
+
+    __slots__ = ("events", "size", "targets")
+
+    def __init__(self, targets: tuple[Subscription, ...]) -> None:
+        self.targets = targets
+        self.events: list[Event] = []
+        self.size = 0  # the events' frames' bytes
+
+
+def _full(share: _Share | None, event: Event) -> bool:
+    """Whether `event` would take a group's share of a run past its bounds."""
+    return share is not None and (
+        len(share.events) == RUN_EVENTS or share.size + len(event.ws_frame) > RUN_BYTES
+    )
 
 
 def _remove(
