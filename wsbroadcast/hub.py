@@ -30,7 +30,11 @@ __all__ = ["Hub", "Slot"]
 T = TypeVar("T")
 
 MAX_TIMED = 10_000  # POSTs awaiting their fan-out for wsb_publish_seconds, at most
-YIELD_EVERY = 1000  # offers between two yields to the rest of the server, during a batch
+# Offers between two yields to the rest of the server, during a batch: about 5 ms of
+# writes here. A POST needs a turn or two of the event loop to be accepted (on Redis, one
+# more for its XADD), and POSTs accepted during a fan-out join the next run: at 1,000 a
+# Redis fan-out coalesced half as much as the embedded one's (bench/README.md, issue 19).
+YIELD_EVERY = 250
 
 
 class Slot:

@@ -42,7 +42,10 @@ STALL_SECONDS = 5.0  # a write stalled this long closes the subscriber (contract
 MAX_UNSENT = 1 << 20  # bytes a connection may have waiting, control frames included
 HEADER_SECONDS = 10.0  # a request's headers must arrive whole within this
 WRITE_BATCH = 64 << 10  # bytes of replayed frames written at once, at most
-HANDSHAKES = 64  # WebSocket handshakes in progress at once per server; the rest wait
+# WebSocket handshakes in progress at once per server; the rest wait, unread. Enough to
+# keep the connect rate (bench connect), few enough that a reconnect storm leaves live
+# fan-outs their share of each turn of the event loop.
+HANDSHAKES = 16
 
 
 class Transport(Protocol):
