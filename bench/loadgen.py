@@ -76,25 +76,27 @@ class Subscriber(picows.WSListener):
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
         mt = frame.msg_type
         if mt is TEXT:
-            p = frame.get_payload_as_bytes()
-            i = p.find(MARK)
-            if i < 0:
-                return  # heartbeat or another control message
-            w = self.w
-            now = time.time_ns() // 1000
-            w.lat.append(now - int(p[i + 2 : i + 18]))
-            self.count += 1
-            w.received += 1
-            if not w.first_at:
-                w.first_at = now
-            w.last_at = now
-            if w.waiter is not None and w.received >= w.target and not w.waiter.done():
-                w.waiter.set_result(None)
+            self.text(frame.get_payload_as_bytes())
         elif mt is CLOSE:
             code = frame.get_close_code()
             self.close_code = code.value if isinstance(code, picows.WSCloseCode) else int(code)
             transport.send_close(picows.WSCloseCode.OK)
             transport.disconnect()
+
+    def text(self, p: bytes) -> None:
+        i = p.find(MARK)
+        if i < 0:
+            return  # heartbeat or another control message
+        w = self.w
+        now = time.time_ns() // 1000
+        w.lat.append(now - int(p[i + 2 : i + 18]))
+        self.count += 1
+        w.received += 1
+        if not w.first_at:
+            w.first_at = now
+        w.last_at = now
+        if w.waiter is not None and w.received >= w.target and not w.waiter.done():
+            w.waiter.set_result(None)
 
     def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
         if self.open:
@@ -113,7 +115,7 @@ class Tracked(Subscriber):
         self.expect = expect  # the next seq due; -1: whatever comes first
         self.missed = 0
         self.dups = 0
-        self.last_id = ""
+        self.last = b""  # the last event's frame
         self.catchup = catchup  # the seq that means "resumed": the newest one it had missed
         self.caught_at = 0.0
         self.connected_at = 0.0
@@ -122,24 +124,30 @@ class Tracked(Subscriber):
         super().on_ws_connected(transport)
         self.connected_at = time.time()
 
-    def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
-        if frame.msg_type is TEXT:
-            p = frame.get_payload_as_bytes()
-            j = p.find(SEQ)
-            if j >= 0 and p.startswith(ID):
-                k = p.find(b",", j)
-                seq = int(p[j + 6 : k])
-                if self.expect < 0 or seq == self.expect:
-                    pass
-                elif seq < self.expect:
-                    self.dups += 1
-                else:
-                    self.missed += seq - self.expect
-                self.expect = max(self.expect, seq + 1)
-                self.last_id = p[7 : p.find(b'"', 7)].decode()
-                if 0 <= self.catchup <= seq and not self.caught_at:
-                    self.caught_at = time.time()
-        super().on_ws_frame(transport, frame)
+    def text(self, p: bytes) -> None:
+        # Once per frame, a million times in a storm: the payload is read once, and the
+        # last id is kept as the frame itself, decoded only when it is needed (a drop).
+        j = p.find(SEQ)
+        if j >= 0 and p.startswith(ID):
+            seq = int(p[j + 6 : p.find(b",", j)])
+            expect = self.expect
+            if seq == expect or expect < 0:
+                pass
+            elif seq < expect:
+                self.dups += 1
+            else:
+                self.missed += seq - expect
+            if seq >= expect:
+                self.expect = seq + 1
+            self.last = p
+            if 0 <= self.catchup <= seq and not self.caught_at:
+                self.caught_at = time.time()
+        super().text(p)
+
+    @property
+    def last_id(self) -> str:
+        p = self.last
+        return p[7 : p.find(b'"', 7)].decode() if p else ""
 
 
 async def connect(
