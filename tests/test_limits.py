@@ -75,6 +75,19 @@ async def test_the_backlog_the_hub_has_not_taken_is_bounded_by_bytes() -> None:
     await broker.aclose()
 
 
+async def test_the_hub_takes_a_backlog_of_posts_for_many_posts_at_once() -> None:
+    """A POST for 100 posts holds one event for each post's subscribers: the hub takes
+    the backlog whole, so a run gives a subscriber its event from each POST in one write
+    (the hub bounds each share; at 1,000 events a run ended after ten such POSTs)."""
+    broker = MemoryBroker(history_size=5000)
+    for _ in range(12):
+        await broker.append([big(f"p{k}", 10) for k in range(100)])
+    batch = await anext(broker.tail())
+    assert isinstance(batch, list)
+    assert len(batch) == 1200
+    await broker.aclose()
+
+
 async def test_an_idempotency_keys_answer_is_kept_compactly() -> None:
     broker = MemoryBroker(history_size=1000)
     ids = (await broker.append([big(f"p{i}", 10) for i in range(500)], key="batch")).ids

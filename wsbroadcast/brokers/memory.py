@@ -18,13 +18,16 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..errors import Unavailable
-from ..events import Draft, Event, Position, make_event
+from ..events import MAX_BATCH, Draft, Event, Position, make_event
 from . import IDEMPOTENCY_SECONDS, Appended, NewEpoch, Recent, SharedCounts
 
 MAX_KEYS = 100_000  # idempotency keys kept at most; the oldest go first
 KEY_BYTES = 32 << 20  # and their answers' bytes at most (a 500-event batch's: about 3 KB)
 BACKLOG = 1024  # batches waiting for the hub before publishing answers 503
-TAKE = 1000  # events the hub takes from the backlog at once, at most (and one batch)
+# Events the hub takes from the backlog at once, at most (and one batch). The hub bounds
+# what one subscriber gets at once (a run's share), so this only bounds the lists: a POST
+# for 100 posts holds one event for each, and ten of them must not end a run.
+TAKE = 10 * MAX_BATCH
 EVENT_OVERHEAD = 300  # bytes an event costs beside its JSON (its objects)
 
 
