@@ -68,7 +68,7 @@ class Plan:
     publish_conns: int = 2  # keep-alive connections posting batches back to back, side by side
     publish_single_conns: int = 8  # and single events: more, so no one waits on a wake-up
     readers_n: int = 10000  # subscribers, each on one of 100 posts (bench/readers.py)
-    readers_events: int = 30  # deliveries to each subscriber per measurement
+    readers_events: int = 60  # deliveries to each subscriber per measurement
     readers_rounds: int = 3
     readers_requests: int = 200  # GET /readers of each kind
 
