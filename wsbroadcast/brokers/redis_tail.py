@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import deque
-from typing import Protocol, cast
+from typing import Protocol
 
 import anyio
 import orjson
@@ -51,8 +51,9 @@ class TailSource(Protocol):
 class Tail:
     """Blocking reads from the last id seen; reconnects with backoff; never raises for Redis.
 
-    Hands on whole batches in stream order, and `NewEpoch` when the stream was lost or
-    entries were removed before this instance read them (its subscribers get a `resync`).
+    Hands on each read's whole batches together, in stream order, and `NewEpoch` when the
+    stream was lost or entries were removed before this instance read them (its
+    subscribers get a `resync`).
     """
 
     def __init__(self, source: TailSource) -> None:
@@ -84,12 +85,7 @@ class Tail:
             if self._failures:
                 logger.info("Redis is back; reading on from %s:%s", self._epoch, self._last)
                 self._failures = 0
-        out = self._out.popleft()
-        # Every batch read at once goes on together (as the embedded broker hands them):
-        # the hub writes each subscriber's share of a batch in one write.
-        while isinstance(out, list) and self._out and isinstance(self._out[0], list):
-            out = out + cast(list[Event], self._out.popleft())
-        return out
+        return self._out.popleft()
 
     async def _look(self) -> None:
         epoch, last = await self._source.tail_look()
@@ -147,9 +143,8 @@ class Tail:
             except (KeyError, TypeError, orjson.JSONDecodeError):
                 logger.error("skipping stream entry %s: its event cannot be read", read.id)
             self._last = read.id
-            if read.left == 0 and batch:
-                self._out.append(batch)
-                batch = []
+        # What one read took goes on together, as the embedded broker hands on all that
+        # waits: the hub writes each subscriber's share of it in one write.
         if batch:
             self._out.append(batch)
 
